@@ -1,0 +1,250 @@
+//! Pods: defaults, validation, the fields kubelets and schedulers select on, and
+//! graceful deletion.
+
+use proto::codec::FieldError;
+use proto::core::v1::{Container, Pod, PodSpec, PodStatus, Toleration};
+use proto::meta::v1::DeleteOptions;
+use proto::validation;
+
+use crate::registry::Strategy;
+
+pub struct PodStrategy;
+
+/// Kubernetes' DefaultTolerationSeconds admission: pods ride out a short node
+/// outage before they are evicted.
+const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+impl Strategy<Pod> for PodStrategy {
+    fn prepare_for_create(&self, pod: &mut Pod) {
+        pod.status = Some(PodStatus { phase: "Pending".to_string(), ..Default::default() });
+    }
+
+    fn default(&self, pod: &mut Pod) {
+        let spec = pod.spec.get_or_insert_with(PodSpec::default);
+        if spec.restart_policy.is_empty() {
+            spec.restart_policy = "Always".to_string();
+        }
+        spec.termination_grace_period_seconds.get_or_insert(30);
+        if spec.dns_policy.is_empty() {
+            spec.dns_policy = "ClusterFirst".to_string();
+        }
+        if spec.scheduler_name.is_empty() {
+            spec.scheduler_name = "default-scheduler".to_string();
+        }
+        if spec.service_account_name.is_empty() {
+            spec.service_account_name = if spec.service_account.is_empty() {
+                "default".to_string()
+            } else {
+                spec.service_account.clone()
+            };
+        }
+        spec.enable_service_links.get_or_insert(true);
+        spec.security_context.get_or_insert_with(Default::default);
+        for container in spec.init_containers.iter_mut().chain(spec.containers.iter_mut()) {
+            default_container(container);
+        }
+        for (key, effect) in [("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute")] {
+            let tolerated = spec.tolerations.iter().any(|t| {
+                (t.key == key || (t.key.is_empty() && t.operator == "Exists")) && (t.effect.is_empty() || t.effect == effect)
+            });
+            if !tolerated {
+                spec.tolerations.push(Toleration {
+                    key: key.to_string(),
+                    operator: "Exists".to_string(),
+                    effect: effect.to_string(),
+                    toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    fn validate(&self, pod: &Pod) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let Some(spec) = pod.spec.as_ref() else {
+            return vec![FieldError::required("spec", "")];
+        };
+        if spec.containers.is_empty() {
+            errors.push(FieldError::required("spec.containers", ""));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let all = spec
+            .init_containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("spec.initContainers[{i}]"), c))
+            .chain(spec.containers.iter().enumerate().map(|(i, c)| (format!("spec.containers[{i}]"), c)));
+        for (path, container) in all {
+            if container.name.is_empty() {
+                errors.push(FieldError::required(format!("{path}.name"), ""));
+            } else {
+                for problem in validation::is_dns1123_label(&container.name) {
+                    errors.push(FieldError::invalid(format!("{path}.name"), &container.name, &problem));
+                }
+                if !names.insert(container.name.clone()) {
+                    errors.push(FieldError::duplicate(format!("{path}.name"), &container.name));
+                }
+            }
+            if container.image.trim().is_empty() {
+                errors.push(FieldError::required(format!("{path}.image"), ""));
+            }
+        }
+        let policies = ["Always", "OnFailure", "Never"];
+        if !policies.contains(&spec.restart_policy.as_str()) {
+            errors.push(FieldError::not_supported("spec.restartPolicy", &spec.restart_policy, &policies));
+        }
+        errors
+    }
+
+    fn fields(&self, pod: &Pod) -> Vec<(&'static str, String)> {
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let text = |f: Option<&String>| f.cloned().unwrap_or_default();
+        vec![
+            ("spec.nodeName", text(spec.map(|s| &s.node_name))),
+            ("spec.restartPolicy", text(spec.map(|s| &s.restart_policy))),
+            ("spec.schedulerName", text(spec.map(|s| &s.scheduler_name))),
+            ("spec.serviceAccountName", text(spec.map(|s| &s.service_account_name))),
+            ("spec.hostNetwork", spec.is_some_and(|s| s.host_network).to_string()),
+            ("status.phase", text(status.map(|s| &s.phase))),
+            ("status.podIP", text(status.map(|s| &s.pod_ip))),
+            ("status.nominatedNodeName", text(status.map(|s| &s.nominated_node_name))),
+        ]
+    }
+
+    fn field_names(&self) -> &'static [&'static str] {
+        &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ]
+    }
+
+    /// A pod on a node gets its grace period so the kubelet can stop it; one that
+    /// never reached a node, or has finished, goes at once.
+    fn grace_period(&self, pod: &Pod, options: &DeleteOptions) -> Option<i64> {
+        let spec = pod.spec.as_ref()?;
+        let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+        if spec.node_name.is_empty() || phase == "Succeeded" || phase == "Failed" {
+            return None;
+        }
+        let grace = options
+            .grace_period_seconds
+            .or(spec.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0);
+        Some(grace)
+    }
+}
+
+fn default_container(container: &mut Container) {
+    if container.image_pull_policy.is_empty() {
+        let tag = image_tag(&container.image);
+        container.image_pull_policy =
+            if tag.is_none_or(|t| t == "latest") { "Always" } else { "IfNotPresent" }.to_string();
+    }
+    if container.termination_message_path.is_empty() {
+        container.termination_message_path = "/dev/termination-log".to_string();
+    }
+    if container.termination_message_policy.is_empty() {
+        container.termination_message_policy = "File".to_string();
+    }
+    for port in &mut container.ports {
+        if port.protocol.is_empty() {
+            port.protocol = "TCP".to_string();
+        }
+    }
+    for probe in [&mut container.liveness_probe, &mut container.readiness_probe, &mut container.startup_probe]
+        .into_iter()
+        .flatten()
+    {
+        if probe.timeout_seconds == 0 {
+            probe.timeout_seconds = 1;
+        }
+        if probe.period_seconds == 0 {
+            probe.period_seconds = 10;
+        }
+        if probe.success_threshold == 0 {
+            probe.success_threshold = 1;
+        }
+        if probe.failure_threshold == 0 {
+            probe.failure_threshold = 3;
+        }
+    }
+}
+
+/// The tag of an image reference, if it has one ("nginx:1.25" -> "1.25"; a digest
+/// reference has none).
+fn image_tag(image: &str) -> Option<&str> {
+    if image.contains('@') {
+        return Some("digest");
+    }
+    let last_segment = image.rsplit('/').next().unwrap_or(image);
+    last_segment.split_once(':').map(|(_, tag)| tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_follows_the_tag() {
+        assert_eq!(image_tag("nginx"), None);
+        assert_eq!(image_tag("nginx:latest"), Some("latest"));
+        assert_eq!(image_tag("mydocker.io:5000/zhidan-web:0.1"), Some("0.1"));
+        assert_eq!(image_tag("mydocker.io:5000/zhidan-web"), None);
+        assert_eq!(image_tag("busybox@sha256:abc"), Some("digest"));
+    }
+}
+
+impl crate::registry::Registry<Pod> {
+    /// The pods/binding subresource: assigns an unbound pod to a node, once.
+    pub async fn bind(&self, binding: proto::core::v1::Binding) -> Result<Pod, proto::ApiError> {
+        use proto::{ApiError, Resource as _};
+        let meta = binding.metadata.unwrap_or_default();
+        let target = binding.target.unwrap_or_default();
+        let info = &proto::resource::kinds::POD;
+        if target.name.is_empty() {
+            return Err(ApiError::invalid(info, &meta.name, &[FieldError::required("target.name", "")]));
+        }
+        if !target.kind.is_empty() && target.kind != "Node" {
+            return Err(ApiError::invalid(
+                info,
+                &meta.name,
+                &[FieldError::not_supported("target.kind", &target.kind, &["Node"])],
+            ));
+        }
+        let namespace = if meta.namespace.is_empty() { "default" } else { meta.namespace.as_str() };
+        let subresource = crate::registry::Subresource::Binding;
+        self.guaranteed_update(namespace, &meta.name, None, false, subresource, |pod| {
+            let name = &pod.metadata().name;
+            if !meta.uid.is_empty() && meta.uid != pod.metadata().uid {
+                return Err(ApiError::conflict(info, name, "the binding is for another pod with the same name"));
+            }
+            if pod.metadata().deletion_timestamp.is_some() {
+                return Err(ApiError::conflict(info, name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+            }
+            let assigned = pod.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
+            if !assigned.is_empty() {
+                return Err(ApiError::conflict(info, name, &format!("pod {name} is already assigned to node \"{assigned}\"")));
+            }
+            let mut bound = pod.clone();
+            bound.spec.get_or_insert_with(PodSpec::default).node_name = target.name.clone();
+            let status = bound.status.get_or_insert_with(PodStatus::default);
+            status.conditions.retain(|c| c.r#type != "PodScheduled");
+            status.conditions.push(proto::core::v1::PodCondition {
+                r#type: "PodScheduled".to_string(),
+                status: "True".to_string(),
+                last_transition_time: Some(proto::meta::v1::Time::now_seconds()),
+                ..Default::default()
+            });
+            Ok(bound)
+        })
+        .await
+    }
+}

@@ -1,0 +1,13 @@
+//! The client runtime every component and `ctl` use to reach the apiserver: the
+//! kubeconfig, a connection with the API's calls, and typed per-kind access.
+//!
+//! It owns no cluster state and never talks to etcd; everything goes through the
+//! apiserver's gRPC API.
+
+pub mod api;
+pub mod client;
+pub mod kubeconfig;
+
+pub use api::{Api, ObjectList, WatchEvent};
+pub use client::{Client, ListParams, PatchType, RawEvent};
+pub use kubeconfig::Kubeconfig;
