@@ -1,1 +1,31 @@
-fn main() {}
+//! Benchmarks: each starts the real processes it measures (etcd, daemons) on loopback
+//! and prints its figures. Build with `--release`; figures from a debug build mean
+//! little.
+
+mod apiserver;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bench", about = "Prints performance figures of the real components.")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// apiserver creates vs raw etcd, watch fan-out, write latency under load.
+    Apiserver(apiserver::Options),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; run `cargo run --release -p bench -- ...` for real figures");
+    }
+    match Args::parse().command {
+        Command::Apiserver(options) => apiserver::run(options).await,
+    }
+}
