@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   etcd-server        # the cluster's storage (tests start their own etcd processes)
   protobuf-compiler  # protoc, for the API's .proto files and etcd-client's build
+  libprotobuf-dev    # google/protobuf/*.proto, which etcd-client's protos import
   curl               # health checks in the bring-up scripts
   iproute2           # ip netns / links for node networking
   nftables           # kube-proxy's rules
@@ -27,6 +28,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ -d /run/systemd/system ] && printf '%s\n' "${missing[@]}" | grep -qx etcd-server; then
     "${sudo_cmd[@]}" mkdir -p /etc/systemd/system
     "${sudo_cmd[@]}" ln -sf /dev/null /etc/systemd/system/etcd.service
+  fi
+  # Keep apt from starting packaged services on hosts without systemd as well.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+    "${sudo_cmd[@]}" chmod +x "$policy"
+    trap '"${sudo_cmd[@]}" rm -f "$policy"' EXIT
   fi
   "${sudo_cmd[@]}" apt-get update -qq || echo "apt-get update failed; trying to install from the current package lists"
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
