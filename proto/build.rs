@@ -17,9 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("api_descriptor.bin"))
         // Maps encode in key order, so equal objects encode to equal bytes.
-        .btree_map(["."])
+        .btree_map(".")
         // Object payloads and Secret data are passed around without copying.
-        .bytes(["."])
+        .bytes(".")
         .compile_protos(PROTOS, &["api"])?;
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");

@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt as _};
-use prost::Message as _;
 use proto::meta::v1::DeleteOptions;
 use proto::{ApiError, Reason, Resource};
 

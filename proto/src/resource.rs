@@ -369,7 +369,7 @@ pub fn by_name(name: &str) -> Option<&'static KindInfo> {
 }
 
 /// A generated message that is one of the API's kinds.
-pub trait Resource: prost::Message + Default + Clone + Send + Sync + 'static {
+pub trait Resource: prost::Message + Default + Clone + PartialEq + Send + Sync + 'static {
     const INFO: &'static KindInfo;
 
     fn metadata(&self) -> &ObjectMeta;
@@ -379,7 +379,7 @@ pub trait Resource: prost::Message + Default + Clone + Send + Sync + 'static {
 macro_rules! impl_resource {
     ($($ty:path => $info:ident,)*) => {
         $(
-            impl Resource for crate::$ty {
+            impl Resource for $ty {
                 const INFO: &'static KindInfo = &kinds::$info;
 
                 fn metadata(&self) -> &ObjectMeta {
@@ -396,26 +396,26 @@ macro_rules! impl_resource {
 }
 
 impl_resource! {
-    core::v1::Namespace => NAMESPACE,
-    core::v1::Pod => POD,
-    core::v1::Node => NODE,
-    core::v1::Service => SERVICE,
-    core::v1::Endpoints => ENDPOINTS,
-    core::v1::ConfigMap => CONFIG_MAP,
-    core::v1::Secret => SECRET,
-    core::v1::Event => EVENT,
-    core::v1::ReplicationController => REPLICATION_CONTROLLER,
-    core::v1::PersistentVolume => PERSISTENT_VOLUME,
-    core::v1::PersistentVolumeClaim => PERSISTENT_VOLUME_CLAIM,
-    core::v1::ServiceAccount => SERVICE_ACCOUNT,
-    apps::v1::Deployment => DEPLOYMENT,
-    apps::v1::ReplicaSet => REPLICA_SET,
-    apps::v1::StatefulSet => STATEFUL_SET,
-    apps::v1::DaemonSet => DAEMON_SET,
-    apps::v1::ControllerRevision => CONTROLLER_REVISION,
-    batch::v1::Job => JOB,
-    batch::v1::CronJob => CRON_JOB,
-    coordination::v1::Lease => LEASE,
+    crate::core::v1::Namespace => NAMESPACE,
+    crate::core::v1::Pod => POD,
+    crate::core::v1::Node => NODE,
+    crate::core::v1::Service => SERVICE,
+    crate::core::v1::Endpoints => ENDPOINTS,
+    crate::core::v1::ConfigMap => CONFIG_MAP,
+    crate::core::v1::Secret => SECRET,
+    crate::core::v1::Event => EVENT,
+    crate::core::v1::ReplicationController => REPLICATION_CONTROLLER,
+    crate::core::v1::PersistentVolume => PERSISTENT_VOLUME,
+    crate::core::v1::PersistentVolumeClaim => PERSISTENT_VOLUME_CLAIM,
+    crate::core::v1::ServiceAccount => SERVICE_ACCOUNT,
+    crate::apps::v1::Deployment => DEPLOYMENT,
+    crate::apps::v1::ReplicaSet => REPLICA_SET,
+    crate::apps::v1::StatefulSet => STATEFUL_SET,
+    crate::apps::v1::DaemonSet => DAEMON_SET,
+    crate::apps::v1::ControllerRevision => CONTROLLER_REVISION,
+    crate::batch::v1::Job => JOB,
+    crate::batch::v1::CronJob => CRON_JOB,
+    crate::coordination::v1::Lease => LEASE,
 }
 
 #[cfg(test)]

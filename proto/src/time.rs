@@ -30,8 +30,6 @@ macro_rules! time_helpers {
             }
         }
 
-        impl Eq for $ty {}
-
         impl PartialOrd for $ty {
             fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
                 Some(self.cmp(other))

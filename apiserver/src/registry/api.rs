@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prost::Message as _;
 use proto::meta::v1::DeleteOptions;
 use proto::{ApiError, KindInfo, Resource};
 

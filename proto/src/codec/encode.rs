@@ -2,7 +2,7 @@
 //! order under their JSON names, unset fields left out, map keys sorted.
 
 use base64::Engine as _;
-use prost_reflect::{DynamicMessage, Kind, MapKey, Value};
+use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage as _, Value};
 use serde_json::{Map, Value as Json};
 
 use super::special::Special;

@@ -4,7 +4,6 @@ use proto::Resource;
 
 use crate::registry::{Shape, Strategy};
 
-#[derive(Default)]
 pub struct Basic;
 
 impl<K: Resource + Shape> Strategy<K> for Basic {}

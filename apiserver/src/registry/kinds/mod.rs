@@ -1,10 +1,13 @@
 //! One strategy per kind, and the table of every kind's registry.
 
 pub mod basic;
+pub mod config;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
 pub mod services;
+pub mod volumes;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,27 +54,34 @@ impl Registries {
         add(&mut by_plural, Arc::new(Registry::new(Arc::new(nodes::NodeStrategy), ctx.clone(), c)));
         let services = services::ServiceStrategy::new(allocators.service_ips, allocators.node_ports);
         add(&mut by_plural, Arc::new(Registry::new(Arc::new(services), ctx.clone(), c)));
+        macro_rules! with {
+            ($($ty:ty => $strategy:expr),* $(,)?) => {$(
+                add(&mut by_plural, Arc::new(Registry::<$ty>::new(Arc::new($strategy), ctx.clone(), c)));
+            )*};
+        }
+        with!(
+            core::v1::ConfigMap => config::ConfigMapStrategy,
+            core::v1::Secret => config::SecretStrategy,
+            core::v1::ReplicationController => workloads::ReplicationControllerStrategy,
+            core::v1::PersistentVolume => volumes::PersistentVolumeStrategy,
+            core::v1::PersistentVolumeClaim => volumes::PersistentVolumeClaimStrategy,
+            apps::v1::Deployment => workloads::DeploymentStrategy,
+            apps::v1::ReplicaSet => workloads::ReplicaSetStrategy,
+            apps::v1::StatefulSet => workloads::StatefulSetStrategy,
+            apps::v1::DaemonSet => workloads::DaemonSetStrategy,
+            batch::v1::Job => workloads::JobStrategy,
+            batch::v1::CronJob => workloads::CronJobStrategy,
+        );
         macro_rules! basic {
             ($($ty:ty),*) => {$(
-                add(&mut by_plural, Arc::new(Registry::<$ty>::new(Arc::new(basic::Basic::default()), ctx.clone(), c)));
+                add(&mut by_plural, Arc::new(Registry::<$ty>::new(Arc::new(basic::Basic), ctx.clone(), c)));
             )*};
         }
         basic!(
             core::v1::Endpoints,
-            core::v1::ConfigMap,
-            core::v1::Secret,
             core::v1::Event,
-            core::v1::ReplicationController,
-            core::v1::PersistentVolume,
-            core::v1::PersistentVolumeClaim,
             core::v1::ServiceAccount,
-            apps::v1::Deployment,
-            apps::v1::ReplicaSet,
-            apps::v1::StatefulSet,
-            apps::v1::DaemonSet,
             apps::v1::ControllerRevision,
-            batch::v1::Job,
-            batch::v1::CronJob,
             coordination::v1::Lease
         );
         debug_assert_eq!(by_plural.len(), KINDS.len(), "every kind has a registry");

@@ -4,6 +4,7 @@
 use proto::codec::FieldError;
 use proto::core::v1::{Container, Pod, PodSpec, PodStatus, Toleration};
 use proto::meta::v1::DeleteOptions;
+use proto::quantity::Amount;
 use proto::validation;
 
 use crate::registry::Strategy;
@@ -20,80 +21,41 @@ impl Strategy<Pod> for PodStrategy {
     }
 
     fn default(&self, pod: &mut Pod) {
-        let spec = pod.spec.get_or_insert_with(PodSpec::default);
-        if spec.restart_policy.is_empty() {
-            spec.restart_policy = "Always".to_string();
-        }
-        spec.termination_grace_period_seconds.get_or_insert(30);
-        if spec.dns_policy.is_empty() {
-            spec.dns_policy = "ClusterFirst".to_string();
-        }
-        if spec.scheduler_name.is_empty() {
-            spec.scheduler_name = "default-scheduler".to_string();
-        }
-        if spec.service_account_name.is_empty() {
-            spec.service_account_name = if spec.service_account.is_empty() {
-                "default".to_string()
-            } else {
-                spec.service_account.clone()
-            };
-        }
-        spec.enable_service_links.get_or_insert(true);
-        spec.security_context.get_or_insert_with(Default::default);
-        for container in spec.init_containers.iter_mut().chain(spec.containers.iter_mut()) {
-            default_container(container);
-        }
-        for (key, effect) in [("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute")] {
-            let tolerated = spec.tolerations.iter().any(|t| {
-                (t.key == key || (t.key.is_empty() && t.operator == "Exists")) && (t.effect.is_empty() || t.effect == effect)
-            });
-            if !tolerated {
-                spec.tolerations.push(Toleration {
-                    key: key.to_string(),
-                    operator: "Exists".to_string(),
-                    effect: effect.to_string(),
-                    toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
-                    ..Default::default()
-                });
-            }
-        }
+        default_pod_spec(pod.spec.get_or_insert_with(PodSpec::default));
     }
 
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        let Some(spec) = pod.spec.as_ref() else {
-            return vec![FieldError::required("spec", "")];
+        match pod.spec.as_ref() {
+            Some(spec) => validate_pod_spec(spec, "spec"),
+            None => vec![FieldError::required("spec", "")],
+        }
+    }
+
+    /// As Kubernetes: a pod's spec is fixed once created, but for images, the active
+    /// deadline and added tolerations; the node comes only through a Binding.
+    fn validate_update(&self, new: &Pod, old: &Pod) -> Vec<FieldError> {
+        let (Some(new_spec), Some(old_spec)) = (new.spec.as_ref(), old.spec.as_ref()) else {
+            return Vec::new();
         };
-        if spec.containers.is_empty() {
-            errors.push(FieldError::required("spec.containers", ""));
+        let mut comparable = new_spec.clone();
+        for (container, was) in comparable.containers.iter_mut().zip(&old_spec.containers) {
+            container.image = was.image.clone();
         }
-        let mut names = std::collections::BTreeSet::new();
-        let all = spec
-            .init_containers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("spec.initContainers[{i}]"), c))
-            .chain(spec.containers.iter().enumerate().map(|(i, c)| (format!("spec.containers[{i}]"), c)));
-        for (path, container) in all {
-            if container.name.is_empty() {
-                errors.push(FieldError::required(format!("{path}.name"), ""));
-            } else {
-                for problem in validation::is_dns1123_label(&container.name) {
-                    errors.push(FieldError::invalid(format!("{path}.name"), &container.name, &problem));
-                }
-                if !names.insert(container.name.clone()) {
-                    errors.push(FieldError::duplicate(format!("{path}.name"), &container.name));
-                }
-            }
-            if container.image.trim().is_empty() {
-                errors.push(FieldError::required(format!("{path}.image"), ""));
-            }
+        for (container, was) in comparable.init_containers.iter_mut().zip(&old_spec.init_containers) {
+            container.image = was.image.clone();
         }
-        let policies = ["Always", "OnFailure", "Never"];
-        if !policies.contains(&spec.restart_policy.as_str()) {
-            errors.push(FieldError::not_supported("spec.restartPolicy", &spec.restart_policy, &policies));
+        comparable.active_deadline_seconds = old_spec.active_deadline_seconds;
+        let keeps_old_tolerations = old_spec.tolerations.iter().all(|t| new_spec.tolerations.contains(t));
+        if keeps_old_tolerations {
+            comparable.tolerations = old_spec.tolerations.clone();
         }
-        errors
+        if comparable == *old_spec {
+            return Vec::new();
+        }
+        vec![FieldError::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations` (only additions to existing tolerations)",
+        )]
     }
 
     fn fields(&self, pod: &Pod) -> Vec<(&'static str, String)> {
@@ -142,6 +104,139 @@ impl Strategy<Pod> for PodStrategy {
     }
 }
 
+/// Kubernetes' defaults for a pod spec, shared with the pod templates of workloads.
+pub fn default_pod_spec(spec: &mut PodSpec) {
+    if spec.restart_policy.is_empty() {
+        spec.restart_policy = "Always".to_string();
+    }
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    if spec.dns_policy.is_empty() {
+        spec.dns_policy = "ClusterFirst".to_string();
+    }
+    if spec.scheduler_name.is_empty() {
+        spec.scheduler_name = "default-scheduler".to_string();
+    }
+    if spec.service_account_name.is_empty() {
+        spec.service_account_name = if spec.service_account.is_empty() {
+            "default".to_string()
+        } else {
+            spec.service_account.clone()
+        };
+    }
+    spec.enable_service_links.get_or_insert(true);
+    spec.security_context.get_or_insert_with(Default::default);
+    for container in spec.init_containers.iter_mut().chain(spec.containers.iter_mut()) {
+        default_container(container);
+    }
+    for (key, effect) in [("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute")] {
+        let tolerated = spec.tolerations.iter().any(|t| {
+            (t.key == key || (t.key.is_empty() && t.operator == "Exists")) && (t.effect.is_empty() || t.effect == effect)
+        });
+        if !tolerated {
+            spec.tolerations.push(Toleration {
+                key: key.to_string(),
+                operator: "Exists".to_string(),
+                effect: effect.to_string(),
+                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// Validates a pod spec found at `path` ("spec", "spec.template.spec").
+pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if spec.containers.is_empty() {
+        errors.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    let mut volumes = std::collections::BTreeSet::new();
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        let at = format!("{path}.volumes[{i}].name");
+        for problem in validation::is_dns1123_label(&volume.name) {
+            errors.push(FieldError::invalid(&at, &volume.name, &problem));
+        }
+        if !volumes.insert(volume.name.as_str()) {
+            errors.push(FieldError::duplicate(&at, &volume.name));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let all = spec
+        .init_containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{path}.initContainers[{i}]"), c))
+        .chain(spec.containers.iter().enumerate().map(|(i, c)| (format!("{path}.containers[{i}]"), c)));
+    for (path, container) in all {
+        if container.name.is_empty() {
+            errors.push(FieldError::required(format!("{path}.name"), ""));
+        } else {
+            for problem in validation::is_dns1123_label(&container.name) {
+                errors.push(FieldError::invalid(format!("{path}.name"), &container.name, &problem));
+            }
+            if !names.insert(container.name.clone()) {
+                errors.push(FieldError::duplicate(format!("{path}.name"), &container.name));
+            }
+        }
+        if container.image.trim().is_empty() {
+            errors.push(FieldError::required(format!("{path}.image"), ""));
+        }
+        errors.extend(validate_container(container, &path, &volumes));
+    }
+    let policies = ["Always", "OnFailure", "Never"];
+    if !policies.contains(&spec.restart_policy.as_str()) {
+        errors.push(FieldError::not_supported(format!("{path}.restartPolicy"), &spec.restart_policy, &policies));
+    }
+    errors
+}
+
+/// Ports, environment names, volume mounts and resources of one container.
+fn validate_container(container: &Container, path: &str, volumes: &std::collections::BTreeSet<&str>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, port) in container.ports.iter().enumerate() {
+        for problem in validation::is_valid_port_num(port.container_port) {
+            errors.push(FieldError::invalid(format!("{path}.ports[{i}].containerPort"), port.container_port, &problem));
+        }
+        if port.host_port != 0 {
+            for problem in validation::is_valid_port_num(port.host_port) {
+                errors.push(FieldError::invalid(format!("{path}.ports[{i}].hostPort"), port.host_port, &problem));
+            }
+        }
+        let protocols = ["TCP", "UDP", "SCTP"];
+        if !protocols.contains(&port.protocol.as_str()) {
+            errors.push(FieldError::not_supported(format!("{path}.ports[{i}].protocol"), &port.protocol, &protocols));
+        }
+    }
+    for (i, env) in container.env.iter().enumerate() {
+        for problem in validation::is_env_var_name(&env.name) {
+            errors.push(FieldError::invalid(format!("{path}.env[{i}].name"), &env.name, &problem));
+        }
+    }
+    for (i, mount) in container.volume_mounts.iter().enumerate() {
+        if !volumes.contains(mount.name.as_str()) {
+            errors.push(FieldError::new(format!("{path}.volumeMounts[{i}].name"), format!("Not found: {:?}", mount.name)));
+        }
+        if mount.mount_path.is_empty() {
+            errors.push(FieldError::required(format!("{path}.volumeMounts[{i}].mountPath"), ""));
+        }
+    }
+    if let Some(resources) = &container.resources {
+        for (name, request) in &resources.requests {
+            let (Some(limit), Ok(request)) = (resources.limits.get(name), Amount::parse(&request.string)) else {
+                continue;
+            };
+            if Amount::parse(&limit.string).is_ok_and(|limit| request > limit) {
+                errors.push(FieldError::invalid(
+                    format!("{path}.resources.requests[{name}]"),
+                    &request.to_string(),
+                    &format!("must be less than or equal to {name} limit of {}", limit.string),
+                ));
+            }
+        }
+    }
+    errors
+}
+
 fn default_container(container: &mut Container) {
     if container.image_pull_policy.is_empty() {
         let tag = image_tag(&container.image);
@@ -153,6 +248,12 @@ fn default_container(container: &mut Container) {
     }
     if container.termination_message_policy.is_empty() {
         container.termination_message_policy = "File".to_string();
+    }
+    // A limit without a request is also the request, as in Kubernetes.
+    if let Some(resources) = &mut container.resources {
+        for (name, limit) in &resources.limits {
+            resources.requests.entry(name.clone()).or_insert_with(|| limit.clone());
+        }
     }
     for port in &mut container.ports {
         if port.protocol.is_empty() {
