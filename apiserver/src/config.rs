@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -72,10 +72,8 @@ impl Settings {
             }
             None => FileSettings::default(),
         };
-        let etcd_servers = flags
-            .etcd_servers
-            .or(file.etcd_servers)
-            .unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_string()]);
+        let etcd_servers =
+            flags.etcd_servers.or(file.etcd_servers).unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_string()]);
         if etcd_servers.iter().any(|s| s.trim().is_empty()) {
             bail!("--etcd-servers has an empty entry: give endpoints such as http://127.0.0.1:2379");
         }
@@ -83,10 +81,8 @@ impl Settings {
             .service_cluster_ip_range
             .or(file.service_cluster_ip_range)
             .unwrap_or_else(|| "10.96.0.0/12".to_string());
-        let port_range = flags
-            .service_node_port_range
-            .or(file.service_node_port_range)
-            .unwrap_or_else(|| "30000-32767".to_string());
+        let port_range =
+            flags.service_node_port_range.or(file.service_node_port_range).unwrap_or_else(|| "30000-32767".to_string());
         Ok(Settings {
             etcd_servers,
             etcd_prefix: flags.etcd_prefix.or(file.etcd_prefix).unwrap_or_else(|| "/registry".to_string()),

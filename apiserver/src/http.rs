@@ -22,6 +22,8 @@ pub struct Health {
     pub etcd: Etcd,
     pub caches: Vec<Arc<WatchCache>>,
     pub metrics: Metrics,
+    /// Set once the system namespaces exist.
+    pub bootstrapped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Health {
@@ -29,6 +31,9 @@ impl Health {
         let not_loaded: Vec<&str> = self.caches.iter().filter(|c| !c.is_ready()).map(|c| c.info().plural).collect();
         if !not_loaded.is_empty() {
             return Err(format!("watch caches still loading: {}", not_loaded.join(", ")));
+        }
+        if !self.bootstrapped.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("creating the system namespaces".to_string());
         }
         match tokio::time::timeout(Duration::from_secs(2), self.etcd.current_revision()).await {
             Ok(Ok(_)) => Ok(()),
@@ -72,7 +77,9 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, mut shutdown: wat
                 let health = health.clone();
                 async move { Ok::<_, Infallible>(health.respond(request).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+            {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });

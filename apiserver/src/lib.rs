@@ -7,6 +7,7 @@
 //! the controllers' job, and the apiserver only stores and validates.
 
 pub mod allocation;
+pub mod bootstrap;
 pub mod config;
 pub mod grpc;
 pub mod http;

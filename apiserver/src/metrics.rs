@@ -8,7 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,10 +87,7 @@ impl Metrics {
 
     pub fn request(&self, verb: &'static str, resource: &'static str, code: &'static str, elapsed: Duration) {
         self.inner.requests.get_or_create(&RequestLabels { verb, resource, code }).inc();
-        self.inner
-            .request_latency
-            .get_or_create(&LatencyLabels { verb, resource })
-            .observe(elapsed.as_secs_f64());
+        self.inner.request_latency.get_or_create(&LatencyLabels { verb, resource }).observe(elapsed.as_secs_f64());
     }
 
     pub fn watcher_opened(&self, resource: &'static str) {
@@ -106,10 +103,7 @@ impl Metrics {
     }
 
     pub fn etcd_request(&self, operation: &'static str, elapsed: Duration) {
-        self.inner
-            .etcd_latency
-            .get_or_create(&OperationLabels { operation })
-            .observe(elapsed.as_secs_f64());
+        self.inner.etcd_latency.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition of everything recorded.

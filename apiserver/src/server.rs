@@ -18,10 +18,10 @@ use crate::grpc::discovery::DiscoveryService;
 use crate::grpc::resources::ResourcesService;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
-use crate::registry::kinds::{namespace_cache, Allocators, Registries};
 use crate::registry::Context;
-use crate::storage::keys::Keys;
+use crate::registry::kinds::{Allocators, Registries, namespace_cache};
 use crate::storage::Etcd;
+use crate::storage::keys::Keys;
 
 /// Largest request or response message: big lists travel in one message.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -55,7 +55,9 @@ pub async fn run(settings: Settings, shutdown_signal: impl Future<Output = ()> +
     let http_listener = TcpListener::bind(settings.http_address)
         .await
         .with_context(|| format!("listening on {} (--http-address)", settings.http_address))?;
-    let health = Arc::new(Health { etcd, caches, metrics: metrics.clone() });
+    let bootstrapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(crate::bootstrap::system_namespaces(registries.namespaces.clone(), bootstrapped.clone()));
+    let health = Arc::new(Health { etcd, caches, metrics: metrics.clone(), bootstrapped });
     let http_task = tokio::spawn(http::serve(http_listener, health, shutdown.clone()));
 
     let grpc_listener = TcpListener::bind(settings.listen_address)
@@ -91,10 +93,14 @@ async fn connect(settings: &Settings, metrics: Metrics) -> anyhow::Result<Etcd> 
         match Etcd::connect(&settings.etcd_servers, metrics.clone()).await {
             Ok(etcd) => match etcd.current_revision().await {
                 Ok(_) => return Ok(etcd),
-                Err(e) if attempt >= 20 => return Err(e).with_context(|| format!("reaching etcd at {endpoints}")),
+                Err(e) if attempt >= 20 => {
+                    return Err(e).with_context(|| format!("reaching etcd at {endpoints}"));
+                }
                 Err(e) => tracing::warn!(error = %e, endpoints, "etcd is not answering yet"),
             },
-            Err(e) if attempt >= 20 => return Err(e).with_context(|| format!("connecting to etcd at {endpoints}")),
+            Err(e) if attempt >= 20 => {
+                return Err(e).with_context(|| format!("connecting to etcd at {endpoints}"));
+            }
             Err(e) => tracing::warn!(error = %e, endpoints, "cannot connect to etcd yet"),
         }
         tokio::time::sleep(delay).await;

@@ -6,9 +6,9 @@ mod common;
 use std::collections::HashSet;
 
 use client::Api;
+use proto::Reason;
 use proto::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
 use proto::meta::v1::ObjectMeta;
-use proto::Reason;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_read_modify_write_clients_lose_no_increment() {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use client::{Api, Client, ListParams, WatchEvent};
 use futures::StreamExt as _;
+use proto::Resource as _;
 use proto::core::v1::ConfigMap;
 use proto::meta::v1::ObjectMeta;
-use proto::Resource as _;
 
 fn config_map(name: &str, value: &str) -> ConfigMap {
     ConfigMap {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use client::{Api, ListParams, WatchEvent};
 use futures::StreamExt as _;
-use proto::core::v1::ConfigMap;
 use proto::Reason;
 use proto::Resource as _;
+use proto::core::v1::ConfigMap;
 
 const UPDATES: usize = 1000;
 

@@ -14,12 +14,12 @@ use client::{Api, Client, ListParams, WatchEvent};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use futures::StreamExt as _;
 use prost::Message as _;
+use proto::Resource as _;
 use proto::core::v1::ConfigMap;
 use proto::meta::v1::ObjectMeta;
-use proto::Resource as _;
 use tokio::sync::Barrier;
 
-use crate::stats::{rate, Latencies};
+use crate::stats::{Latencies, rate};
 
 #[derive(clap::Args)]
 pub struct Options {

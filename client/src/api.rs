@@ -58,11 +58,7 @@ impl<K: Resource> Api<K> {
 
     /// The namespace a write goes to: this Api's, else the object's.
     fn target_namespace(&self, object: &K) -> String {
-        if self.namespace.is_empty() {
-            object.metadata().namespace.clone()
-        } else {
-            self.namespace.clone()
-        }
+        if self.namespace.is_empty() { object.metadata().namespace.clone() } else { self.namespace.clone() }
     }
 
     pub async fn create(&self, object: &K) -> Result<K, ApiError> {

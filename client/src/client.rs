@@ -9,8 +9,8 @@ use futures::{Stream, StreamExt as _};
 use proto::apiserver::v1::discovery_client::DiscoveryClient;
 use proto::apiserver::v1::resources_client::ResourcesClient;
 use proto::apiserver::v1::{
-    ApiResource, ApiResourcesRequest, BindRequest, CreateRequest, DeleteRequest, GetRequest, ListRequest,
-    PatchRequest, UpdateRequest, VersionInfo, VersionRequest, WatchRequest,
+    ApiResource, ApiResourcesRequest, BindRequest, CreateRequest, DeleteRequest, GetRequest, ListRequest, PatchRequest,
+    UpdateRequest, VersionInfo, VersionRequest, WatchRequest,
 };
 use proto::core::v1::Binding;
 use proto::meta::v1::DeleteOptions;
@@ -156,8 +156,15 @@ impl Client {
         Ok(discovery.api_resources(ApiResourcesRequest {}).await.map_err(|s| self.error(s))?.into_inner().resources)
     }
 
-    pub async fn create(&self, info: &KindInfo, namespace: &str, object: Bytes, dry_run: bool) -> Result<Bytes, ApiError> {
-        let request = CreateRequest { resource: info.qualified_plural(), namespace: namespace.to_string(), object, dry_run };
+    pub async fn create(
+        &self,
+        info: &KindInfo,
+        namespace: &str,
+        object: Bytes,
+        dry_run: bool,
+    ) -> Result<Bytes, ApiError> {
+        let request =
+            CreateRequest { resource: info.qualified_plural(), namespace: namespace.to_string(), object, dry_run };
         let mut resources = self.resources.clone();
         Ok(resources.create(request).await.map_err(|s| self.error(s))?.into_inner().object)
     }
@@ -197,7 +204,8 @@ impl Client {
         dry_run: bool,
         status: bool,
     ) -> Result<Bytes, ApiError> {
-        let request = UpdateRequest { resource: info.qualified_plural(), namespace: namespace.to_string(), object, dry_run };
+        let request =
+            UpdateRequest { resource: info.qualified_plural(), namespace: namespace.to_string(), object, dry_run };
         let mut resources = self.resources.clone();
         let response = if status { resources.update_status(request).await } else { resources.update(request).await };
         Ok(response.map_err(|s| self.error(s))?.into_inner().object)

@@ -153,14 +153,13 @@ impl Kubeconfig {
     pub fn resolve(&self, context: Option<&str>) -> Result<Resolved, KubeconfigError> {
         let name = match context {
             Some(name) => name.to_string(),
-            None if self.current_context.is_empty() => return Err(KubeconfigError::NoCurrentContext),
+            None if self.current_context.is_empty() => {
+                return Err(KubeconfigError::NoCurrentContext);
+            }
             None => self.current_context.clone(),
         };
-        let ctx = self
-            .contexts
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| KubeconfigError::NoContext(name.clone()))?;
+        let ctx =
+            self.contexts.iter().find(|c| c.name == name).ok_or_else(|| KubeconfigError::NoContext(name.clone()))?;
         let cluster = self
             .clusters
             .iter()
@@ -175,7 +174,8 @@ impl Kubeconfig {
                 .map(|u| u.user.clone())
                 .ok_or_else(|| KubeconfigError::NoUser(ctx.context.user.clone()))?
         };
-        let namespace = if ctx.context.namespace.is_empty() { "default".to_string() } else { ctx.context.namespace.clone() };
+        let namespace =
+            if ctx.context.namespace.is_empty() { "default".to_string() } else { ctx.context.namespace.clone() };
         Ok(Resolved { context: name, cluster: cluster.cluster.clone(), user, namespace })
     }
 
@@ -184,7 +184,10 @@ impl Kubeconfig {
         Kubeconfig {
             api_version: "v1".to_string(),
             kind: "Config".to_string(),
-            clusters: vec![NamedCluster { name: name.to_string(), cluster: Cluster { server: server.to_string(), ..Default::default() } }],
+            clusters: vec![NamedCluster {
+                name: name.to_string(),
+                cluster: Cluster { server: server.to_string(), ..Default::default() },
+            }],
             contexts: vec![NamedContext {
                 name: name.to_string(),
                 context: Context { cluster: name.to_string(), user: "admin".to_string(), namespace: String::new() },

@@ -2,6 +2,8 @@
 //! so that nothing pretends to work.
 
 fn main() {
-    eprintln!("usage: controller-manager [flags]\n\ncontroller-manager is not implemented yet in this build; see the project's open issues.");
+    eprintln!(
+        "usage: controller-manager [flags]\n\ncontroller-manager is not implemented yet in this build; see the project's open issues."
+    );
     std::process::exit(2);
 }

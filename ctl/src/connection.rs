@@ -1,8 +1,8 @@
 //! Which server and namespace a command talks to: flags over the kubeconfig context.
 
 use anyhow::{Context, Result};
-use client::kubeconfig::Kubeconfig;
 use client::Client;
+use client::kubeconfig::Kubeconfig;
 
 use crate::cli::Global;
 

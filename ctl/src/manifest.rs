@@ -4,9 +4,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use proto::codec::{decode_object, parse_documents};
+use anyhow::{Context, Result, bail};
 use proto::DynamicObject;
+use proto::codec::{decode_object, parse_documents};
 
 /// One decoded document and where it came from, for messages.
 pub struct Manifest {
@@ -64,7 +64,8 @@ fn collect(path: &Path, recursive: bool, top: bool, files: &mut Vec<PathBuf>) ->
         files.push(path.to_path_buf());
         return Ok(());
     }
-    let metadata = std::fs::metadata(path).with_context(|| format!("the path \"{}\" does not exist", path.display()))?;
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("the path \"{}\" does not exist", path.display()))?;
     if metadata.is_dir() {
         if !top && !recursive {
             return Ok(());
@@ -75,8 +76,8 @@ fn collect(path: &Path, recursive: bool, top: bool, files: &mut Vec<PathBuf>) ->
             .collect();
         entries.sort();
         for entry in entries {
-            let is_manifest = entry.is_dir()
-                || matches!(entry.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"));
+            let is_manifest =
+                entry.is_dir() || matches!(entry.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"));
             if is_manifest {
                 collect(&entry, recursive, false, files)?;
             }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use proto::codec::{to_json_pretty, to_yaml};
 use proto::{DynamicObject, KindInfo};
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Format {
@@ -50,7 +50,13 @@ pub fn document(objects: &[DynamicObject], format: Format, force_list: bool) -> 
 }
 
 /// A table of objects of one kind.
-pub fn table(info: &KindInfo, objects: &[DynamicObject], with_namespace: bool, wide: bool, show_labels: bool) -> String {
+pub fn table(
+    info: &KindInfo,
+    objects: &[DynamicObject],
+    with_namespace: bool,
+    wide: bool,
+    show_labels: bool,
+) -> String {
     let columns = columns(info, wide);
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header: Vec<String> = Vec::new();
@@ -72,7 +78,9 @@ pub fn table(info: &KindInfo, objects: &[DynamicObject], with_namespace: bool, w
         if show_labels {
             let labels = value.pointer("/metadata/labels").and_then(Json::as_object);
             let shown = labels
-                .map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                .map(|l| {
+                    l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+                })
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "<none>".into());
             row.push(shown);
@@ -92,7 +100,10 @@ fn columns(info: &KindInfo, wide: bool) -> Vec<(&'static str, Cell)> {
             columns.push(("STATUS", pod_status));
             columns.push(("RESTARTS", |v| {
                 let statuses = v.pointer("/status/containerStatuses").and_then(Json::as_array);
-                statuses.map(|s| s.iter().filter_map(|c| c["restartCount"].as_i64()).sum::<i64>()).unwrap_or(0).to_string()
+                statuses
+                    .map(|s| s.iter().filter_map(|c| c["restartCount"].as_i64()).sum::<i64>())
+                    .unwrap_or(0)
+                    .to_string()
             }));
             columns.push(("AGE", age));
             if wide {
@@ -115,7 +126,12 @@ fn columns(info: &KindInfo, wide: bool) -> Vec<(&'static str, Cell)> {
                 columns.push(("SELECTOR", |v| {
                     let selector = v.pointer("/spec/selector").and_then(Json::as_object);
                     selector
-                        .map(|s| s.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                        .map(|s| {
+                            s.iter()
+                                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
                         .filter(|s| !s.is_empty())
                         .unwrap_or_else(|| "<none>".into())
                 }));
@@ -229,7 +245,9 @@ fn service_ports(value: &Json) -> String {
         .map(|p| {
             let protocol = p["protocol"].as_str().unwrap_or("TCP");
             match p["nodePort"].as_i64() {
-                Some(node_port) if node_port != 0 => format!("{}:{}/{}", p["port"], node_port, protocol),
+                Some(node_port) if node_port != 0 => {
+                    format!("{}:{}/{}", p["port"], node_port, protocol)
+                }
                 _ => format!("{}/{}", p["port"], protocol),
             }
         })
@@ -252,9 +270,21 @@ pub fn human_duration(seconds: i64) -> String {
         s if s < 120 => format!("{s}s"),
         s if s < 600 => format!("{m}m{}s", s % 60),
         s if s < 3 * 3600 => format!("{m}m"),
-        s if s < 8 * 3600 => if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) },
+        s if s < 8 * 3600 => {
+            if m % 60 == 0 {
+                format!("{h}h")
+            } else {
+                format!("{h}h{}m", m % 60)
+            }
+        }
         s if s < 48 * 3600 => format!("{h}h"),
-        s if s < 8 * 86400 => if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) },
+        s if s < 8 * 86400 => {
+            if h % 24 == 0 {
+                format!("{d}d")
+            } else {
+                format!("{d}d{}h", h % 24)
+            }
+        }
         s if s < 365 * 86400 => format!("{d}d"),
         _ => format!("{}y", d / 365),
     }
@@ -262,8 +292,9 @@ pub fn human_duration(seconds: i64) -> String {
 
 fn align(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::meta::v1::int_or_string::Value;
 use crate::meta::v1::IntOrString;
+use crate::meta::v1::int_or_string::Value;
 
 impl IntOrString {
     pub fn int(value: i32) -> Self {
@@ -37,10 +37,9 @@ impl IntOrString {
             None => Ok(0),
             Some(Value::IntVal(i)) => Ok(*i),
             Some(Value::StrVal(s)) => {
-                let percent: i64 = s
-                    .strip_suffix('%')
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| format!("invalid value \"{s}\": must be an integer or a percentage such as \"25%\""))?;
+                let percent: i64 = s.strip_suffix('%').and_then(|p| p.parse().ok()).ok_or_else(|| {
+                    format!("invalid value \"{s}\": must be an integer or a percentage such as \"25%\"")
+                })?;
                 let product = percent * i64::from(total);
                 let scaled = if round_up { (product + 99).div_euclid(100) } else { product.div_euclid(100) };
                 i32::try_from(scaled).map_err(|_| format!("\"{s}\" of {total} is out of range"))

@@ -46,7 +46,7 @@ pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/api_
 
 pub mod resource;
 
-pub use resource::{KindInfo, Resource, KINDS};
+pub use resource::{KINDS, KindInfo, Resource};
 pub mod codec;
 pub mod field_error;
 pub mod fields;

@@ -26,29 +26,17 @@ pub struct KindInfo {
 impl KindInfo {
     /// "v1" for the core group, "apps/v1" otherwise.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// "pods" for the core group, "deployments.apps" otherwise: unambiguous everywhere.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// The name `ctl` prints before an object's name ("deployment.apps/web").
     pub fn qualified_singular(&self) -> String {
-        if self.group.is_empty() {
-            self.singular.to_string()
-        } else {
-            format!("{}.{}", self.singular, self.group)
-        }
+        if self.group.is_empty() { self.singular.to_string() } else { format!("{}.{}", self.singular, self.group) }
     }
 }
 

@@ -275,11 +275,8 @@ mod tests {
 
     #[test]
     fn round_trips_through_grpc() {
-        let error = ApiError::invalid(
-            &kinds::POD,
-            "web",
-            &[FieldError::new("spec.containers[0].image", "Required value")],
-        );
+        let error =
+            ApiError::invalid(&kinds::POD, "web", &[FieldError::new("spec.containers[0].image", "Required value")]);
         assert_eq!(error.message(), "Pod \"web\" is invalid: spec.containers[0].image: Required value");
         let status: tonic::Status = error.clone().into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);

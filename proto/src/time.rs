@@ -15,10 +15,7 @@ macro_rules! time_helpers {
             }
 
             pub fn from_datetime(time: DateTime<Utc>) -> Self {
-                $ty {
-                    seconds: time.timestamp(),
-                    nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-                }
+                $ty { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }
             }
 
             pub fn to_datetime(&self) -> DateTime<Utc> {

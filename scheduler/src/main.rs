@@ -2,6 +2,8 @@
 //! so that nothing pretends to work.
 
 fn main() {
-    eprintln!("usage: scheduler [flags]\n\nscheduler is not implemented yet in this build; see the project's open issues.");
+    eprintln!(
+        "usage: scheduler [flags]\n\nscheduler is not implemented yet in this build; see the project's open issues."
+    );
     std::process::exit(2);
 }

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::daemon::{binary_path, Daemon};
-use crate::ports::free_port;
 use crate::Result;
+use crate::daemon::{Daemon, binary_path};
+use crate::ports::free_port;
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
 

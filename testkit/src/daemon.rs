@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::{Error, Result};
@@ -41,13 +41,10 @@ impl Daemon {
         command.args(&self.args).stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl is async-signal-safe and allocates nothing.
         unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
+            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
-        let child = command
-            .spawn()
-            .map_err(|source| Error::Spawn { program: self.program.display().to_string(), source })?;
+        let child =
+            command.spawn().map_err(|source| Error::Spawn { program: self.program.display().to_string(), source })?;
         self.child = Some(child);
         Ok(())
     }
@@ -121,12 +118,7 @@ impl Daemon {
     }
 
     pub(crate) fn not_ready_error(&self, waited: Duration) -> Error {
-        Error::NotReady {
-            what: self.name.clone(),
-            waited,
-            log: self.log.display().to_string(),
-            tail: self.log_tail(),
-        }
+        Error::NotReady { what: self.name.clone(), waited, log: self.log.display().to_string(), tail: self.log_tail() }
     }
 }
 

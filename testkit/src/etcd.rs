@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::Result;
 use crate::daemon::Daemon;
 use crate::ports::free_port;
-use crate::Result;
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -134,4 +134,3 @@ impl Drop for EtcdCluster {
         }
     }
 }
-

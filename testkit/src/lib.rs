@@ -10,8 +10,8 @@ mod daemon;
 mod etcd;
 mod ports;
 
-pub use apiserver::{http_get, ApiServer};
-pub use daemon::{binary_path, Daemon};
+pub use apiserver::{ApiServer, http_get};
+pub use daemon::{Daemon, binary_path};
 pub use etcd::{Etcd, EtcdCluster};
 pub use ports::free_port;
 

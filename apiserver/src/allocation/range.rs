@@ -22,9 +22,7 @@ impl FromStr for ServiceCidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("\"{s}\" is not a CIDR such as 10.96.0.0/12"))?;
+        let (addr, len) = s.split_once('/').ok_or_else(|| format!("\"{s}\" is not a CIDR such as 10.96.0.0/12"))?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| format!("\"{s}\": \"{addr}\" is not an IPv4 address"))?;
         let prefix_len: u8 = len
             .parse()

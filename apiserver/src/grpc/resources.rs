@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::Stream;
+use prost::Message as _;
 use proto::apiserver::v1::resources_server::Resources;
 use proto::apiserver::v1::{
     BindRequest, CreateRequest, DeleteRequest, DeleteResponse, GetRequest, ListRequest, ListResponse, ObjectResponse,
@@ -13,16 +14,15 @@ use proto::apiserver::v1::{
 };
 use proto::meta::v1::ListMeta;
 use proto::{ApiError, Reason};
-use prost::Message as _;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::Metrics;
+use crate::registry::ListOptions;
 use crate::registry::api::ResourceApi;
 use crate::registry::kinds::Registries;
 use crate::registry::patch::PatchType;
-use crate::registry::ListOptions;
-use crate::watchcache::{bookmark, Delivery, Watcher};
+use crate::watchcache::{Delivery, Watcher, bookmark};
 
 /// At most this many events go into one watch response.
 const WATCH_BATCH: usize = 256;
@@ -139,10 +139,8 @@ impl Resources for ResourcesService {
         let r = request.into_inner();
         self.call("patch", &r.resource, async {
             let kind = PatchType::parse(&r.patch_type).map_err(ApiError::bad_request)?;
-            let object = self
-                .api(&r.resource)?
-                .patch(&r.namespace, &r.name, kind, &r.patch, r.dry_run, r.status)
-                .await?;
+            let object =
+                self.api(&r.resource)?.patch(&r.namespace, &r.name, kind, &r.patch, r.dry_run, r.status).await?;
             Ok(ObjectResponse { object })
         })
         .await
@@ -236,7 +234,9 @@ fn watch_stream(state: WatchState) -> WatchStream {
                     let events: Vec<WatchEvent> = deliveries
                         .into_iter()
                         .filter_map(|delivery| match delivery {
-                            Delivery::Event(kind, object) => Some(WatchEvent { r#type: kind.as_str().to_string(), object }),
+                            Delivery::Event(kind, object) => {
+                                Some(WatchEvent { r#type: kind.as_str().to_string(), object })
+                            }
                             Delivery::Bookmark(revision) if state.bookmarks => {
                                 Some(WatchEvent { r#type: "BOOKMARK".to_string(), object: bookmark(revision) })
                             }

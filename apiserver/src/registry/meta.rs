@@ -1,10 +1,10 @@
 //! Rules for metadata that hold for every kind: names, labels, annotations, owner
 //! references, finalizers, and what a client may not change on update.
 
+use proto::KindInfo;
 use proto::codec::FieldError;
 use proto::meta::v1::ObjectMeta;
 use proto::validation;
-use proto::KindInfo;
 
 use super::strategy::NameRule;
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::allocation::Reservations;
 use crate::storage::keys::Keys;
 use crate::storage::{Etcd, Expect, StorageError, Write, WriteResult};
-use crate::watchcache::{with_revision, Attrs, CachedObject, Filter, ObjectCodec, WatchCache, Watcher};
+use crate::watchcache::{Attrs, CachedObject, Filter, ObjectCodec, WatchCache, Watcher, with_revision};
 pub use strategy::{NameRule, Shape, Strategy};
 
 /// Which part of an object an update writes.
@@ -158,11 +158,7 @@ impl<K: Resource + Shape> Registry<K> {
     fn validate_create(&self, object: &K) -> Result<(), ApiError> {
         let mut errors = meta::validate(object.metadata(), self.info, self.strategy.name_rule());
         errors.extend(self.strategy.validate(object));
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(self.invalid(object, &errors))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(self.invalid(object, &errors)) }
     }
 
     /// Checks that `namespace` exists and is not being deleted. Returns the guard that
@@ -285,11 +281,7 @@ impl<K: Resource + Shape> Registry<K> {
         let namespace = self.resolve_namespace(namespace, "")?;
         let key = self.key(&namespace, name);
         if resource_version == "0" {
-            return self
-                .cache
-                .get(&key)
-                .map(|o| o.bytes.clone())
-                .ok_or_else(|| ApiError::not_found(self.info, name));
+            return self.cache.get(&key).map(|o| o.bytes.clone()).ok_or_else(|| ApiError::not_found(self.info, name));
         }
         let stored = self
             .ctx
@@ -348,12 +340,8 @@ impl<K: Resource + Shape> Registry<K> {
         let codec = TypedCodec { strategy: self.strategy.clone() };
         let mut items = Vec::new();
         loop {
-            let (entries, read_revision, more) = self
-                .ctx
-                .etcd
-                .list(&prefix, start.as_deref(), revision, chunk)
-                .await
-                .map_err(|e| match e {
+            let (entries, read_revision, more) =
+                self.ctx.etcd.list(&prefix, start.as_deref(), revision, chunk).await.map_err(|e| match e {
                     StorageError::Compacted { .. } => ApiError::expired(
                         "the continue token is too old to give a consistent list; list again without it",
                     ),
@@ -371,7 +359,9 @@ impl<K: Resource + Shape> Registry<K> {
                     match codec.index(key, &stored.value, stored.mod_revision) {
                         Ok(object) if filter.matches(&object.attrs) => items.push(object.bytes),
                         Ok(_) => {}
-                        Err(e) => tracing::error!(key, error = %e, "skipping an undecodable object"),
+                        Err(e) => {
+                            tracing::error!(key, error = %e, "skipping an undecodable object")
+                        }
                     }
                 }
                 last_taken = Some(key.clone());
@@ -497,7 +487,9 @@ impl<K: Resource + Shape> Registry<K> {
                     new.metadata_mut().resource_version = revision.to_string();
                     return Ok(new);
                 }
-                WriteResult::Failed { current: None, .. } => return Err(ApiError::not_found(self.info, name)),
+                WriteResult::Failed { current: None, .. } => {
+                    return Err(ApiError::not_found(self.info, name));
+                }
                 WriteResult::Failed { failed, .. } => {
                     from_cache = false;
                     if !failed.is_empty() {
@@ -597,7 +589,7 @@ impl<K: Resource + Shape> Registry<K> {
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unsupported propagationPolicy \"{other}\": use Background, Foreground or Orphan"
-                )))
+                )));
             }
         };
         let dry_run = !options.dry_run.is_empty();
@@ -682,7 +674,9 @@ impl<K: Resource + Shape> Registry<K> {
                     last.metadata_mut().resource_version = revision.to_string();
                     return Ok((last, true));
                 }
-                WriteResult::Failed { current: None, .. } => return Err(ApiError::not_found(self.info, name)),
+                WriteResult::Failed { current: None, .. } => {
+                    return Err(ApiError::not_found(self.info, name));
+                }
                 WriteResult::Failed { .. } => continue,
             }
         }

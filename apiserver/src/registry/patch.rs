@@ -37,7 +37,9 @@ pub fn apply(kind: PatchType, target: Value, patch: &[u8]) -> Result<Value, Stri
 
 /// RFC 7386: objects merge key by key, null removes a key, anything else replaces.
 pub fn merge(target: Value, patch: &Value) -> Value {
-    let Value::Object(patch) = patch else { return patch.clone() };
+    let Value::Object(patch) = patch else {
+        return patch.clone();
+    };
     let mut target = match target {
         Value::Object(map) => map,
         _ => Map::new(),
@@ -145,7 +147,10 @@ fn add(target: &mut Value, pointer: &str, value: Value) -> Result<(), String> {
             let index = if last == "-" {
                 items.len()
             } else {
-                last.parse::<usize>().ok().filter(|i| *i <= items.len()).ok_or_else(|| format!("{pointer}: bad index"))?
+                last.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i <= items.len())
+                    .ok_or_else(|| format!("{pointer}: bad index"))?
             };
             items.insert(index, value);
             Ok(())
@@ -159,7 +164,11 @@ fn remove(target: &mut Value, pointer: &str) -> Result<Value, String> {
     match parent {
         Value::Object(map) => map.remove(&last).ok_or_else(|| format!("{pointer} does not exist")),
         Value::Array(items) => {
-            let index = last.parse::<usize>().ok().filter(|i| *i < items.len()).ok_or_else(|| format!("{pointer}: bad index"))?;
+            let index = last
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < items.len())
+                .ok_or_else(|| format!("{pointer}: bad index"))?;
             Ok(items.remove(index))
         }
         _ => Err(format!("{pointer} does not exist")),

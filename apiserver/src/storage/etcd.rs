@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
-    WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 
 use crate::metrics::Metrics;
@@ -69,10 +68,15 @@ impl Write {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteResult {
-    Committed { revision: i64 },
+    Committed {
+        revision: i64,
+    },
     /// A condition did not hold: `current` is what the object's key holds now, and
     /// `failed` lists the guard and reservation keys whose condition failed.
-    Failed { current: Option<Stored>, failed: Vec<String> },
+    Failed {
+        current: Option<Stored>,
+        failed: Vec<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -94,9 +98,7 @@ impl Etcd {
     /// The cluster's current revision (a cheap read of nothing).
     pub async fn current_revision(&self) -> Result<i64, StorageError> {
         let response = self
-            .retry("revision", |mut kv| async move {
-                kv.get("\0", Some(GetOptions::new().with_count_only())).await
-            })
+            .retry("revision", |mut kv| async move { kv.get("\0", Some(GetOptions::new().with_count_only())).await })
             .await?;
         Ok(response.header().map_or(0, |h| h.revision()))
     }
@@ -108,10 +110,10 @@ impl Etcd {
                 async move { kv.get(key, None).await }
             })
             .await?;
-        Ok(response.kvs().first().map(|kv| Stored {
-            value: Bytes::copy_from_slice(kv.value()),
-            mod_revision: kv.mod_revision(),
-        }))
+        Ok(response
+            .kvs()
+            .first()
+            .map(|kv| Stored { value: Bytes::copy_from_slice(kv.value()), mod_revision: kv.mod_revision() }))
     }
 
     /// Keys under `prefix` from `start` (inclusive; default the prefix itself), at
@@ -136,7 +138,9 @@ impl Etcd {
             })
             .await
             .map_err(|e| match e {
-                StorageError::Other(msg) if msg.contains("compacted") => StorageError::Compacted { requested: revision },
+                StorageError::Other(msg) if msg.contains("compacted") => {
+                    StorageError::Compacted { requested: revision }
+                }
                 other => other,
             })?;
         let header_revision = response.header().map_or(0, |h| h.revision());
@@ -282,10 +286,10 @@ impl Etcd {
 
 fn first_kv(response: &TxnOpResponse) -> Option<Stored> {
     match response {
-        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Stored {
-            value: Bytes::copy_from_slice(kv.value()),
-            mod_revision: kv.mod_revision(),
-        }),
+        TxnOpResponse::Get(get) => get
+            .kvs()
+            .first()
+            .map(|kv| Stored { value: Bytes::copy_from_slice(kv.value()), mod_revision: kv.mod_revision() }),
         _ => None,
     }
 }
@@ -298,7 +302,10 @@ pub fn classify(error: etcd_client::Error) -> StorageError {
         Error::GRpcStatus(status) => {
             let message = status.message().to_string();
             match status.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
                     if !message.contains("compacted") =>
                 {
                     StorageError::Unavailable(message)

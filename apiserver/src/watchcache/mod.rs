@@ -279,7 +279,9 @@ impl WatchCache {
                     Ok(object) => {
                         objects.insert(key, Arc::new(object));
                     }
-                    Err(e) => tracing::error!(key, error = %e, "skipping an undecodable object in etcd"),
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "skipping an undecodable object in etcd")
+                    }
                 }
             }
             match (more, last_key) {
@@ -325,7 +327,10 @@ impl WatchCache {
                 if response.compact_revision() > 0 {
                     return Err(StorageError::Compacted { requested: start });
                 }
-                return Err(StorageError::Unavailable(format!("etcd canceled the watch: {}", response.cancel_reason())));
+                return Err(StorageError::Unavailable(format!(
+                    "etcd canceled the watch: {}",
+                    response.cancel_reason()
+                )));
             }
             if response.events().is_empty() {
                 // A progress notification: everything up to this revision has been seen.
@@ -362,7 +367,9 @@ impl WatchCache {
 
     fn apply_delete(&self, key: &str, revision: i64) {
         let mut state = self.write();
-        let Some(prev) = state.objects.remove(key) else { return };
+        let Some(prev) = state.objects.remove(key) else {
+            return;
+        };
         let object = Arc::new(CachedObject {
             key: prev.key.clone(),
             bytes: with_revision(&prev.bytes, revision),
@@ -451,7 +458,9 @@ impl Watcher {
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, ApiError> {
         let mut batch = Vec::new();
         while batch.len() < max {
-            let Some((kind, object)) = self.pending.pop_front() else { break };
+            let Some((kind, object)) = self.pending.pop_front() else {
+                break;
+            };
             batch.push(Delivery::Event(kind, object.bytes.clone()));
         }
         if !batch.is_empty() {

@@ -41,7 +41,9 @@ pub async fn apply(connection: &Connection, explicit_namespace: bool, args: &Fil
         let outcome = async {
             if mode == Mode::Apply && !meta.name.is_empty() {
                 match client.get(info, &namespace, &meta.name).await {
-                    Ok(live) => return update(connection, object, &namespace, &meta.name, live, dry_run).await,
+                    Ok(live) => {
+                        return update(connection, object, &namespace, &meta.name, live, dry_run).await;
+                    }
                     Err(e) if e.is(Reason::NotFound) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -97,10 +99,8 @@ async fn update(
         return Ok((live, "unchanged"));
     }
     let patch = serde_json::to_vec(&wanted).context("encoding the patch")?;
-    let patched = connection
-        .client
-        .patch(info, namespace, name, client::PatchType::Merge, &patch, dry_run, false)
-        .await?;
+    let patched =
+        connection.client.patch(info, namespace, name, client::PatchType::Merge, &patch, dry_run, false).await?;
     Ok((DynamicObject::new(info, patched), "configured"))
 }
 

@@ -15,10 +15,16 @@ pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &De
         "background" | "true" => "Background",
         "foreground" => "Foreground",
         "orphan" | "false" => "Orphan",
-        other => anyhow::bail!("invalid --cascade \"{other}\": use background, foreground or orphan"),
+        other => {
+            anyhow::bail!("invalid --cascade \"{other}\": use background, foreground or orphan")
+        }
     };
     let grace = if args.now { Some(1) } else { args.grace_period.filter(|g| *g >= 0) };
-    let options = DeleteOptions { grace_period_seconds: grace, propagation_policy: propagation.to_string(), ..Default::default() };
+    let options = DeleteOptions {
+        grace_period_seconds: grace,
+        propagation_policy: propagation.to_string(),
+        ..Default::default()
+    };
 
     let mut targets: Vec<(&'static KindInfo, String, String)> = Vec::new();
     if !args.filename.is_empty() {
@@ -45,7 +51,9 @@ pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &De
             let ns = scoped(info, &connection.namespace);
             if args.args.len() == 1 {
                 if args.selector.is_empty() {
-                    anyhow::bail!("resource(s) were provided, but no name was specified: give names, -l SELECTOR, or -f FILE");
+                    anyhow::bail!(
+                        "resource(s) were provided, but no name was specified: give names, -l SELECTOR, or -f FILE"
+                    );
                 }
                 let list = connection.client.list(info, &ns, &ListParams::labels(&args.selector)).await?;
                 for bytes in list.items {
@@ -60,7 +68,9 @@ pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &De
             }
         }
     } else {
-        anyhow::bail!("you must provide one or more resources by argument or filename (ctl delete KIND NAME, ctl delete -f FILE)");
+        anyhow::bail!(
+            "you must provide one or more resources by argument or filename (ctl delete KIND NAME, ctl delete -f FILE)"
+        );
     }
 
     let mut failures = 0;

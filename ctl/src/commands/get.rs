@@ -15,7 +15,9 @@ fn requests(args: &[String]) -> Result<Vec<(&'static KindInfo, Vec<String>)>> {
     if args.iter().any(|a| a.contains('/')) {
         for arg in args {
             let Some((kind_name, name)) = arg.split_once('/') else {
-                anyhow::bail!("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'ctl get resource/<resource_name>' instead of 'ctl get resource resource/<resource_name>')");
+                anyhow::bail!(
+                    "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'ctl get resource/<resource_name>' instead of 'ctl get resource resource/<resource_name>')"
+                );
             };
             let info = kind(kind_name)?;
             match requests.iter_mut().find(|(i, _)| *i == info) {
@@ -63,7 +65,13 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
         }
         match format {
             Format::Table | Format::Wide if !objects.is_empty() => {
-                let mut table = output::table(info, &objects, args.all_namespaces && info.namespaced, format == Format::Wide, args.show_labels);
+                let mut table = output::table(
+                    info,
+                    &objects,
+                    args.all_namespaces && info.namespaced,
+                    format == Format::Wide,
+                    args.show_labels,
+                );
                 if several {
                     // kubectl prefixes names with the kind when a table mixes kinds.
                     table = prefix_names(&table, info, args.all_namespaces && info.namespaced);

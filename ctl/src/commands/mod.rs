@@ -26,9 +26,8 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Resolves a kind name as kubectl accepts it ("po", "pods", "deployment.apps").
 pub fn kind(name: &str) -> Result<&'static KindInfo> {
-    proto::resource::by_name(name).ok_or_else(|| {
-        anyhow::anyhow!("the server doesn't have a resource type \"{name}\" (see `ctl api-resources`)")
-    })
+    proto::resource::by_name(name)
+        .ok_or_else(|| anyhow::anyhow!("the server doesn't have a resource type \"{name}\" (see `ctl api-resources`)"))
 }
 
 /// The namespace an object from a manifest goes to: its own, else -n's or the

@@ -8,9 +8,9 @@
 //! every old ReplicaSet and had no progress deadline). Writing those defaults in
 //! explicitly keeps such manifests behaving as they did.
 
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json, json};
 
-use crate::resource::{kinds, KindInfo};
+use crate::resource::{KindInfo, kinds};
 
 /// An old apiVersion's kind, the kind it is served as, and how to convert it.
 struct OldVersion {
@@ -21,17 +21,72 @@ struct OldVersion {
 }
 
 const OLD_VERSIONS: &[OldVersion] = &[
-    OldVersion { api_version: "extensions/v1beta1", kind: "Deployment", served: &kinds::DEPLOYMENT, convert: deployment_extensions_v1beta1 },
-    OldVersion { api_version: "apps/v1beta1", kind: "Deployment", served: &kinds::DEPLOYMENT, convert: deployment_apps_v1beta1 },
-    OldVersion { api_version: "apps/v1beta2", kind: "Deployment", served: &kinds::DEPLOYMENT, convert: default_selector },
-    OldVersion { api_version: "extensions/v1beta1", kind: "ReplicaSet", served: &kinds::REPLICA_SET, convert: default_selector },
-    OldVersion { api_version: "apps/v1beta2", kind: "ReplicaSet", served: &kinds::REPLICA_SET, convert: default_selector },
-    OldVersion { api_version: "extensions/v1beta1", kind: "DaemonSet", served: &kinds::DAEMON_SET, convert: daemonset_extensions_v1beta1 },
-    OldVersion { api_version: "apps/v1beta2", kind: "DaemonSet", served: &kinds::DAEMON_SET, convert: default_selector },
-    OldVersion { api_version: "apps/v1beta1", kind: "StatefulSet", served: &kinds::STATEFUL_SET, convert: statefulset_apps_v1beta1 },
-    OldVersion { api_version: "apps/v1beta2", kind: "StatefulSet", served: &kinds::STATEFUL_SET, convert: default_selector },
-    OldVersion { api_version: "apps/v1beta1", kind: "ControllerRevision", served: &kinds::CONTROLLER_REVISION, convert: unchanged },
-    OldVersion { api_version: "apps/v1beta2", kind: "ControllerRevision", served: &kinds::CONTROLLER_REVISION, convert: unchanged },
+    OldVersion {
+        api_version: "extensions/v1beta1",
+        kind: "Deployment",
+        served: &kinds::DEPLOYMENT,
+        convert: deployment_extensions_v1beta1,
+    },
+    OldVersion {
+        api_version: "apps/v1beta1",
+        kind: "Deployment",
+        served: &kinds::DEPLOYMENT,
+        convert: deployment_apps_v1beta1,
+    },
+    OldVersion {
+        api_version: "apps/v1beta2",
+        kind: "Deployment",
+        served: &kinds::DEPLOYMENT,
+        convert: default_selector,
+    },
+    OldVersion {
+        api_version: "extensions/v1beta1",
+        kind: "ReplicaSet",
+        served: &kinds::REPLICA_SET,
+        convert: default_selector,
+    },
+    OldVersion {
+        api_version: "apps/v1beta2",
+        kind: "ReplicaSet",
+        served: &kinds::REPLICA_SET,
+        convert: default_selector,
+    },
+    OldVersion {
+        api_version: "extensions/v1beta1",
+        kind: "DaemonSet",
+        served: &kinds::DAEMON_SET,
+        convert: daemonset_extensions_v1beta1,
+    },
+    OldVersion {
+        api_version: "apps/v1beta2",
+        kind: "DaemonSet",
+        served: &kinds::DAEMON_SET,
+        convert: default_selector,
+    },
+    OldVersion {
+        api_version: "apps/v1beta1",
+        kind: "StatefulSet",
+        served: &kinds::STATEFUL_SET,
+        convert: statefulset_apps_v1beta1,
+    },
+    OldVersion {
+        api_version: "apps/v1beta2",
+        kind: "StatefulSet",
+        served: &kinds::STATEFUL_SET,
+        convert: default_selector,
+    },
+    OldVersion {
+        api_version: "apps/v1beta1",
+        kind: "ControllerRevision",
+        served: &kinds::CONTROLLER_REVISION,
+        convert: unchanged,
+    },
+    OldVersion {
+        api_version: "apps/v1beta2",
+        kind: "ControllerRevision",
+        served: &kinds::CONTROLLER_REVISION,
+        convert: unchanged,
+    },
     OldVersion { api_version: "batch/v1beta1", kind: "CronJob", served: &kinds::CRON_JOB, convert: unchanged },
     OldVersion { api_version: "coordination.k8s.io/v1beta1", kind: "Lease", served: &kinds::LEASE, convert: unchanged },
 ];
@@ -73,7 +128,9 @@ fn spec(object: &mut Map<String, Json>) -> Option<&mut Map<String, Json>> {
 
 /// A missing selector defaults to the pod template's labels.
 fn default_selector(object: &mut Map<String, Json>) -> Result<(), String> {
-    let Some(spec) = spec(object) else { return Ok(()) };
+    let Some(spec) = spec(object) else {
+        return Ok(());
+    };
     if spec.get("selector").is_some_and(|s| !s.is_null()) {
         return Ok(());
     }
@@ -91,7 +148,10 @@ fn default_selector(object: &mut Map<String, Json>) -> Result<(), String> {
 
 fn reject_rollback_to(object: &mut Map<String, Json>) -> Result<(), String> {
     if spec(object).is_some_and(|s| s.contains_key("rollbackTo")) {
-        return Err("spec.rollbackTo: no longer supported; roll back with `ctl rollout undo deployment/NAME --to-revision=N`".to_string());
+        return Err(
+            "spec.rollbackTo: no longer supported; roll back with `ctl rollout undo deployment/NAME --to-revision=N`"
+                .to_string(),
+        );
     }
     Ok(())
 }
@@ -105,7 +165,9 @@ fn set_default(map: &mut Map<String, Json>, key: &str, value: Json) {
 fn deployment_extensions_v1beta1(object: &mut Map<String, Json>) -> Result<(), String> {
     reject_rollback_to(object)?;
     default_selector(object)?;
-    let Some(spec) = spec(object) else { return Ok(()) };
+    let Some(spec) = spec(object) else {
+        return Ok(());
+    };
     set_default(spec, "revisionHistoryLimit", json!(i32::MAX));
     set_default(spec, "progressDeadlineSeconds", json!(i32::MAX));
     set_default(spec, "strategy", json!({}));
@@ -134,7 +196,9 @@ fn deployment_apps_v1beta1(object: &mut Map<String, Json>) -> Result<(), String>
 
 fn daemonset_extensions_v1beta1(object: &mut Map<String, Json>) -> Result<(), String> {
     default_selector(object)?;
-    let Some(spec) = spec(object) else { return Ok(()) };
+    let Some(spec) = spec(object) else {
+        return Ok(());
+    };
     // templateGeneration only drove extensions/v1beta1's own update bookkeeping; the
     // served version tracks template changes with ControllerRevisions instead.
     spec.remove("templateGeneration");

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 use serde_json::{Map, Value as Json};
 
-use super::{special, FieldError};
+use super::{FieldError, special};
 use crate::codec::suggest;
 
 /// Decodes `object` into a message of type `desc`, skipping the top-level keys in
@@ -40,12 +40,7 @@ pub(super) fn decode_message(
     message
 }
 
-fn decode_field(
-    field: &FieldDescriptor,
-    value: &Json,
-    path: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<Value> {
+fn decode_field(field: &FieldDescriptor, value: &Json, path: &str, errors: &mut Vec<FieldError>) -> Option<Value> {
     if value.is_null() {
         return None;
     }
@@ -141,13 +136,10 @@ fn decode_single(kind: &Kind, value: &Json, path: &str, errors: &mut Vec<FieldEr
         Kind::Float => number(value).map(|f| Value::F32(f as f32)),
         Kind::Double => number(value).map(Value::F64),
         Kind::Enum(desc) => match value {
-            Json::String(s) => desc
-                .get_value_by_name(s)
-                .map(|v| Value::EnumNumber(v.number()))
-                .ok_or_else(|| {
-                    let names: Vec<String> = desc.values().map(|v| v.name().to_string()).collect();
-                    format!("unsupported value \"{s}\": supported values: \"{}\"", names.join("\", \""))
-                }),
+            Json::String(s) => desc.get_value_by_name(s).map(|v| Value::EnumNumber(v.number())).ok_or_else(|| {
+                let names: Vec<String> = desc.values().map(|v| v.name().to_string()).collect();
+                format!("unsupported value \"{s}\": supported values: \"{}\"", names.join("\", \""))
+            }),
             other => Err(format!("expected a string, got {}", describe(other))),
         },
     };
@@ -207,9 +199,5 @@ fn expected(kind: &Kind) -> &'static str {
 }
 
 pub(super) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }

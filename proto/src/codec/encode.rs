@@ -40,10 +40,8 @@ fn encode_value(kind: &Kind, value: &Value) -> Json {
         Value::Message(m) => encode_message(m),
         Value::List(items) => Json::Array(items.iter().map(|item| encode_value(kind, item)).collect()),
         Value::Map(entries) => {
-            let value_kind = kind
-                .as_message()
-                .map(|entry| entry.map_entry_value_field().kind())
-                .unwrap_or(Kind::String);
+            let value_kind =
+                kind.as_message().map(|entry| entry.map_entry_value_field().kind()).unwrap_or(Kind::String);
             let mut sorted: Vec<(&MapKey, &Value)> = entries.iter().collect();
             sorted.sort_by(|a, b| a.0.cmp(b.0));
             let mut object = Map::new();

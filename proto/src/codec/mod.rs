@@ -72,10 +72,7 @@ impl DynamicObject {
     }
 
     pub fn metadata(&self) -> ObjectMeta {
-        PartialObjectMetadata::decode(self.bytes.as_ref())
-            .ok()
-            .and_then(|p| p.metadata)
-            .unwrap_or_default()
+        PartialObjectMetadata::decode(self.bytes.as_ref()).ok().and_then(|p| p.metadata).unwrap_or_default()
     }
 
     /// The typed message, if `T` is this object's kind.
@@ -140,10 +137,9 @@ pub fn decode_object(value: &Json) -> Result<DynamicObject, DecodeError> {
 fn type_field<'a>(object: &'a Map<String, Json>, key: &str) -> Result<&'a str, DecodeError> {
     match object.get(key) {
         Some(Json::String(s)) if !s.is_empty() => Ok(s),
-        Some(other) if !other.is_null() => Err(DecodeError::Type(format!(
-            "{key}: expected a string, got {}",
-            decode::describe(other)
-        ))),
+        Some(other) if !other.is_null() => {
+            Err(DecodeError::Type(format!("{key}: expected a string, got {}", decode::describe(other))))
+        }
         _ => Err(DecodeError::Type(format!(
             "{key} is not set: every object needs apiVersion and kind (for example apiVersion: v1, kind: Pod)"
         ))),
@@ -172,17 +168,14 @@ fn unknown_type(api_version: &str, kind: &str) -> DecodeError {
 fn decode_body(info: &KindInfo, object: &Map<String, Json>) -> Result<DynamicMessage, DecodeError> {
     let mut errors = Vec::new();
     let message = decode::decode_message(&descriptor(info), object, &["apiVersion", "kind"], "", &mut errors);
-    if errors.is_empty() {
-        Ok(message)
-    } else {
-        Err(DecodeError::Fields(errors))
-    }
+    if errors.is_empty() { Ok(message) } else { Err(DecodeError::Fields(errors)) }
 }
 
 /// Decodes an object of kind `T`. apiVersion and kind may be left out; if given they
 /// must name `T` (or an older version of it).
 pub fn decode<T: Resource>(value: &Json) -> Result<T, DecodeError> {
-    let has_type = value.get("apiVersion").is_some_and(|v| !v.is_null()) || value.get("kind").is_some_and(|v| !v.is_null());
+    let has_type =
+        value.get("apiVersion").is_some_and(|v| !v.is_null()) || value.get("kind").is_some_and(|v| !v.is_null());
     let bytes = if has_type {
         let object = decode_object(value)?;
         if object.info != T::INFO {
@@ -213,8 +206,8 @@ pub fn encode<T: Resource>(object: &T) -> Json {
 pub fn parse_documents(text: &str) -> Result<Vec<Json>, DecodeError> {
     let mut values = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Json::deserialize(document)
-            .map_err(|e| DecodeError::Syntax(format!("document {}: {e}", index + 1)))?;
+        let value =
+            Json::deserialize(document).map_err(|e| DecodeError::Syntax(format!("document {}: {e}", index + 1)))?;
         push_expanding_lists(value, &mut values);
     }
     Ok(values)

@@ -45,9 +45,8 @@ impl Special {
                         describe(value)
                     ));
                 };
-                let time = DateTime::parse_from_rfc3339(text).map_err(|e| {
-                    format!("\"{text}\" is not an RFC 3339 time such as \"2024-01-02T15:04:05Z\": {e}")
-                })?;
+                let time = DateTime::parse_from_rfc3339(text)
+                    .map_err(|e| format!("\"{text}\" is not an RFC 3339 time such as \"2024-01-02T15:04:05Z\": {e}"))?;
                 message.set_field_by_name("seconds", Value::I64(time.timestamp()));
                 let nanos = i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0);
                 message.set_field_by_name("nanos", Value::I32(nanos));
@@ -56,7 +55,12 @@ impl Special {
                 let text = match value {
                     Json::String(s) => s.clone(),
                     Json::Number(n) => n.to_string(),
-                    other => return Err(format!("expected a quantity such as \"500m\" or \"1Gi\", got {}", describe(other))),
+                    other => {
+                        return Err(format!(
+                            "expected a quantity such as \"500m\" or \"1Gi\", got {}",
+                            describe(other)
+                        ));
+                    }
                 };
                 Amount::parse(&text).map_err(|e| e.to_string())?;
                 message.set_field_by_name("string", Value::String(text));
@@ -70,7 +74,9 @@ impl Special {
                     message.set_field_by_name("int_val", Value::I32(int));
                 }
                 Json::String(s) => message.set_field_by_name("str_val", Value::String(s.clone())),
-                other => return Err(format!("expected an integer or a string, got {}", describe(other))),
+                other => {
+                    return Err(format!("expected an integer or a string, got {}", describe(other)));
+                }
             },
             Special::RawExtension => {
                 let raw = serde_json::to_vec(value).map_err(|e| e.to_string())?;
@@ -90,12 +96,14 @@ impl Special {
                 let format = if self == Special::Time { SecondsFormat::Secs } else { SecondsFormat::Micros };
                 Json::String(time.to_rfc3339_opts(format, true))
             }
-            Special::Quantity => Json::String(
-                field(message, "string").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            ),
+            Special::Quantity => {
+                Json::String(field(message, "string").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+            }
             Special::IntOrString => {
                 if message.has_field_by_name("str_val") {
-                    Json::String(field(message, "str_val").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+                    Json::String(
+                        field(message, "str_val").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    )
                 } else {
                     Json::from(field(message, "int_val").and_then(|v| v.as_i32()).unwrap_or(0))
                 }

@@ -18,7 +18,11 @@ fn validate_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str) -> Vec<
 }
 
 /// An object marked immutable keeps its data, and stays immutable.
-fn validate_immutable<T: PartialEq>(old_immutable: Option<bool>, new_immutable: Option<bool>, same_data: bool) -> Vec<FieldError> {
+fn validate_immutable<T: PartialEq>(
+    old_immutable: Option<bool>,
+    new_immutable: Option<bool>,
+    same_data: bool,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if old_immutable == Some(true) {
         if new_immutable != Some(true) {

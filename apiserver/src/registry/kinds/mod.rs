@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use proto::resource::KINDS;
-use proto::{apps, batch, coordination, core, Resource};
+use proto::{Resource, apps, batch, coordination, core};
 
 use super::api::ResourceApi;
 use super::{Context, Registry, Shape, Strategy};
@@ -24,6 +24,7 @@ use crate::watchcache::WatchCache;
 pub struct Registries {
     by_plural: HashMap<&'static str, Arc<dyn ResourceApi>>,
     pub pods: Arc<Registry<core::v1::Pod>>,
+    pub namespaces: Arc<Registry<core::v1::Namespace>>,
 }
 
 pub struct Allocators {
@@ -49,7 +50,7 @@ impl Registries {
             ctx.clone(),
             ctx.namespaces.clone(),
         );
-        add(&mut by_plural, Arc::new(namespaces));
+        let namespaces = add(&mut by_plural, Arc::new(namespaces));
         let pods = add(&mut by_plural, Arc::new(Registry::new(Arc::new(pods::PodStrategy), ctx.clone(), c)));
         add(&mut by_plural, Arc::new(Registry::new(Arc::new(nodes::NodeStrategy), ctx.clone(), c)));
         let services = services::ServiceStrategy::new(allocators.service_ips, allocators.node_ports);
@@ -85,7 +86,7 @@ impl Registries {
             coordination::v1::Lease
         );
         debug_assert_eq!(by_plural.len(), KINDS.len(), "every kind has a registry");
-        Registries { by_plural, pods }
+        Registries { by_plural, pods, namespaces }
     }
 
     /// The registry for a resource name: "pods", "deployments", "deployments.apps".

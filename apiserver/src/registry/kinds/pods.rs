@@ -21,7 +21,9 @@ impl Strategy<Pod> for PodStrategy {
     }
 
     fn default(&self, pod: &mut Pod) {
-        default_pod_spec(pod.spec.get_or_insert_with(PodSpec::default));
+        let spec = pod.spec.get_or_insert_with(PodSpec::default);
+        default_pod_spec(spec);
+        default_tolerations(spec);
     }
 
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
@@ -95,12 +97,29 @@ impl Strategy<Pod> for PodStrategy {
         if spec.node_name.is_empty() || phase == "Succeeded" || phase == "Failed" {
             return None;
         }
-        let grace = options
-            .grace_period_seconds
-            .or(spec.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0);
+        let grace = options.grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
         Some(grace)
+    }
+}
+
+/// Kubernetes' DefaultTolerationSeconds admission (pods only, not templates).
+fn default_tolerations(spec: &mut PodSpec) {
+    for (key, effect) in
+        [("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute")]
+    {
+        let tolerated = spec.tolerations.iter().any(|t| {
+            (t.key == key || (t.key.is_empty() && t.operator == "Exists"))
+                && (t.effect.is_empty() || t.effect == effect)
+        });
+        if !tolerated {
+            spec.tolerations.push(Toleration {
+                key: key.to_string(),
+                operator: "Exists".to_string(),
+                effect: effect.to_string(),
+                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                ..Default::default()
+            });
+        }
     }
 }
 
@@ -117,30 +136,13 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
         spec.scheduler_name = "default-scheduler".to_string();
     }
     if spec.service_account_name.is_empty() {
-        spec.service_account_name = if spec.service_account.is_empty() {
-            "default".to_string()
-        } else {
-            spec.service_account.clone()
-        };
+        spec.service_account_name =
+            if spec.service_account.is_empty() { "default".to_string() } else { spec.service_account.clone() };
     }
     spec.enable_service_links.get_or_insert(true);
     spec.security_context.get_or_insert_with(Default::default);
     for container in spec.init_containers.iter_mut().chain(spec.containers.iter_mut()) {
         default_container(container);
-    }
-    for (key, effect) in [("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute")] {
-        let tolerated = spec.tolerations.iter().any(|t| {
-            (t.key == key || (t.key.is_empty() && t.operator == "Exists")) && (t.effect.is_empty() || t.effect == effect)
-        });
-        if !tolerated {
-            spec.tolerations.push(Toleration {
-                key: key.to_string(),
-                operator: "Exists".to_string(),
-                effect: effect.to_string(),
-                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
-                ..Default::default()
-            });
-        }
     }
 }
 
@@ -191,7 +193,11 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
 }
 
 /// Ports, environment names, volume mounts and resources of one container.
-fn validate_container(container: &Container, path: &str, volumes: &std::collections::BTreeSet<&str>) -> Vec<FieldError> {
+fn validate_container(
+    container: &Container,
+    path: &str,
+    volumes: &std::collections::BTreeSet<&str>,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for (i, port) in container.ports.iter().enumerate() {
         for problem in validation::is_valid_port_num(port.container_port) {
@@ -214,7 +220,10 @@ fn validate_container(container: &Container, path: &str, volumes: &std::collecti
     }
     for (i, mount) in container.volume_mounts.iter().enumerate() {
         if !volumes.contains(mount.name.as_str()) {
-            errors.push(FieldError::new(format!("{path}.volumeMounts[{i}].name"), format!("Not found: {:?}", mount.name)));
+            errors.push(FieldError::new(
+                format!("{path}.volumeMounts[{i}].name"),
+                format!("Not found: {:?}", mount.name),
+            ));
         }
         if mount.mount_path.is_empty() {
             errors.push(FieldError::required(format!("{path}.volumeMounts[{i}].mountPath"), ""));
@@ -328,11 +337,19 @@ impl crate::registry::Registry<Pod> {
                 return Err(ApiError::conflict(info, name, "the binding is for another pod with the same name"));
             }
             if pod.metadata().deletion_timestamp.is_some() {
-                return Err(ApiError::conflict(info, name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
             }
             let assigned = pod.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
             if !assigned.is_empty() {
-                return Err(ApiError::conflict(info, name, &format!("pod {name} is already assigned to node \"{assigned}\"")));
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!("pod {name} is already assigned to node \"{assigned}\""),
+                ));
             }
             let mut bound = pod.clone();
             bound.spec.get_or_insert_with(PodSpec::default).node_name = target.name.clone();

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proto::codec::FieldError;
 use proto::core::v1::{Service, ServiceSpec};
-use proto::{validation, ApiError, Reason};
-
+use proto::{ApiError, Reason, validation};
 
 use crate::allocation::{RangeAllocator, Reservations};
 use crate::registry::{NameRule, Strategy};
@@ -33,13 +32,7 @@ impl ServiceStrategy {
 
     /// The cluster IPs and node ports a service holds.
     fn held(spec: &ServiceSpec) -> (BTreeSet<u32>, BTreeSet<u32>) {
-        let ips = spec
-            .cluster_ip
-            .parse::<Ipv4Addr>()
-            .ok()
-            .map(u32::from)
-            .into_iter()
-            .collect();
+        let ips = spec.cluster_ip.parse::<Ipv4Addr>().ok().map(u32::from).into_iter().collect();
         let ports = spec.ports.iter().filter_map(|p| u32::try_from(p.node_port).ok()).filter(|p| *p > 0).collect();
         (ips, ports)
     }
@@ -212,7 +205,10 @@ impl Strategy<Service> for ServiceStrategy {
                     errors.push(FieldError::invalid(
                         "spec.clusterIP",
                         &spec.cluster_ip,
-                        &format!("provided IP is not in the valid range. The range of valid IPs is {}", self.ips.describe()),
+                        &format!(
+                            "provided IP is not in the valid range. The range of valid IPs is {}",
+                            self.ips.describe()
+                        ),
                     ))
                 }
                 Ok(_) => {}
@@ -278,11 +274,8 @@ impl Strategy<Service> for ServiceStrategy {
         if !affinities.contains(&spec.session_affinity.as_str()) {
             errors.push(FieldError::not_supported("spec.sessionAffinity", &spec.session_affinity, &affinities));
         }
-        let timeout = spec
-            .session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds);
+        let timeout =
+            spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
         if let Some(timeout) = timeout {
             if !(1..=86400).contains(&timeout) {
                 errors.push(FieldError::invalid(
@@ -296,7 +289,9 @@ impl Strategy<Service> for ServiceStrategy {
     }
 
     fn prepare_for_update(&self, new: &mut Service, old: &Service) {
-        let (Some(new_spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else { return };
+        let (Some(new_spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else {
+            return;
+        };
         // An update may leave the allocated ClusterIP out; it keeps it.
         if new_spec.cluster_ip.is_empty() && new_spec.r#type != "ExternalName" && old_spec.r#type != "ExternalName" {
             new_spec.cluster_ip = old_spec.cluster_ip.clone();
@@ -322,7 +317,9 @@ impl Strategy<Service> for ServiceStrategy {
     }
 
     fn validate_update(&self, new: &Service, old: &Service) -> Vec<FieldError> {
-        let (Some(new_spec), Some(old_spec)) = (new.spec.as_ref(), old.spec.as_ref()) else { return Vec::new() };
+        let (Some(new_spec), Some(old_spec)) = (new.spec.as_ref(), old.spec.as_ref()) else {
+            return Vec::new();
+        };
         let external = new_spec.r#type == "ExternalName" || old_spec.r#type == "ExternalName";
         if !external && new_spec.cluster_ip != old_spec.cluster_ip {
             return vec![FieldError::immutable("spec.clusterIP", &new_spec.cluster_ip)];

@@ -2,9 +2,7 @@
 //! Available-to-be (volumes), sizes and access modes are required.
 
 use proto::codec::FieldError;
-use proto::core::v1::{
-    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeStatus,
-};
+use proto::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeStatus};
 use proto::quantity::Amount;
 
 use crate::registry::{NameRule, Strategy};
@@ -24,7 +22,10 @@ fn validate_access_modes(modes: &[String], path: &str) -> Vec<FieldError> {
     errors
 }
 
-fn validate_storage(amounts: &std::collections::BTreeMap<String, proto::meta::v1::Quantity>, path: &str) -> Vec<FieldError> {
+fn validate_storage(
+    amounts: &std::collections::BTreeMap<String, proto::meta::v1::Quantity>,
+    path: &str,
+) -> Vec<FieldError> {
     match amounts.get("storage") {
         None => vec![FieldError::required(format!("{path}[storage]"), "")],
         Some(q) => match Amount::parse(&q.string) {
@@ -56,7 +57,9 @@ impl Strategy<PersistentVolume> for PersistentVolumeStrategy {
     }
 
     fn validate(&self, pv: &PersistentVolume) -> Vec<FieldError> {
-        let Some(spec) = &pv.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &pv.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = validate_access_modes(&spec.access_modes, "spec.accessModes");
         errors.extend(validate_storage(&spec.capacity, "spec.capacity"));
         let sources = [spec.host_path.is_some(), spec.nfs.is_some(), spec.local.is_some()];
@@ -98,7 +101,9 @@ impl Strategy<PersistentVolumeClaim> for PersistentVolumeClaimStrategy {
     }
 
     fn validate(&self, pvc: &PersistentVolumeClaim) -> Vec<FieldError> {
-        let Some(spec) = &pvc.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &pvc.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = validate_access_modes(&spec.access_modes, "spec.accessModes");
         let requests = spec.resources.as_ref().map(|r| r.requests.clone()).unwrap_or_default();
         errors.extend(validate_storage(&requests, "spec.resources.requests"));
@@ -107,7 +112,9 @@ impl Strategy<PersistentVolumeClaim> for PersistentVolumeClaimStrategy {
 
     /// Once bound, a claim's spec changes only by growing its request.
     fn validate_update(&self, new: &PersistentVolumeClaim, old: &PersistentVolumeClaim) -> Vec<FieldError> {
-        let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else { return Vec::new() };
+        let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else {
+            return Vec::new();
+        };
         let mut comparable = new_spec.clone();
         comparable.resources = old_spec.resources.clone();
         if old_spec.volume_name.is_empty() {

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use proto::apps::v1::{
-    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy as UpdateStrategy, ReplicaSet, RollingUpdateDaemonSet,
-    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetUpdateStrategy,
+    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy as UpdateStrategy, ReplicaSet,
+    RollingUpdateDaemonSet, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
+    StatefulSetUpdateStrategy,
 };
 use proto::batch::v1::{CronJob, Job, JobSpec};
 use proto::codec::FieldError;
@@ -29,11 +30,8 @@ fn template_labels(template: &Option<PodTemplateSpec>) -> BTreeMap<String, Strin
 
 /// A metav1.LabelSelector as a selector; an empty one selects everything.
 pub fn selector_of(selector: &LabelSelector) -> Result<Selector, String> {
-    let expressions: Vec<(String, String, Vec<String>)> = selector
-        .match_expressions
-        .iter()
-        .map(|r| (r.key.clone(), r.operator.clone(), r.values.clone()))
-        .collect();
+    let expressions: Vec<(String, String, Vec<String>)> =
+        selector.match_expressions.iter().map(|r| (r.key.clone(), r.operator.clone(), r.values.clone())).collect();
     Selector::from_parts(&selector.match_labels, &expressions).map_err(|e| e.to_string())
 }
 
@@ -71,7 +69,11 @@ fn validate_template(
             }
         }
         if !restart_policies.contains(&spec.restart_policy.as_str()) {
-            errors.push(FieldError::not_supported("spec.template.spec.restartPolicy", &spec.restart_policy, restart_policies));
+            errors.push(FieldError::not_supported(
+                "spec.template.spec.restartPolicy",
+                &spec.restart_policy,
+                restart_policies,
+            ));
         }
     } else {
         errors.push(FieldError::required("spec.template.spec", ""));
@@ -88,7 +90,9 @@ fn validate_replicas(replicas: Option<i32>) -> Vec<FieldError> {
 
 /// An int-or-percent: a non-negative integer or "N%".
 fn validate_int_or_percent(value: &Option<IntOrString>, path: &str) -> Vec<FieldError> {
-    let Some(value) = value else { return Vec::new() };
+    let Some(value) = value else {
+        return Vec::new();
+    };
     if let Some(n) = value.as_int() {
         if n < 0 {
             return vec![FieldError::invalid(path, n, "must be greater than or equal to 0")];
@@ -96,7 +100,11 @@ fn validate_int_or_percent(value: &Option<IntOrString>, path: &str) -> Vec<Field
     } else if let Some(text) = value.as_str() {
         let problems = proto::validation::is_percent(text);
         if !problems.is_empty() {
-            return vec![FieldError::invalid(path, text, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%')")];
+            return vec![FieldError::invalid(
+                path,
+                text,
+                "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%')",
+            )];
         }
     }
     Vec::new()
@@ -134,7 +142,9 @@ impl Strategy<Deployment> for DeploymentStrategy {
     }
 
     fn validate(&self, deployment: &Deployment) -> Vec<FieldError> {
-        let Some(spec) = &deployment.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &deployment.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = validate_replicas(spec.replicas);
         errors.extend(validate_template(&spec.template, spec.selector.as_ref(), &["Always"]));
         if let Some(strategy) = &spec.strategy {
@@ -146,8 +156,14 @@ impl Strategy<Deployment> for DeploymentStrategy {
                 "Recreate" => {}
                 "RollingUpdate" => {
                     if let Some(rolling) = &strategy.rolling_update {
-                        errors.extend(validate_int_or_percent(&rolling.max_unavailable, "spec.strategy.rollingUpdate.maxUnavailable"));
-                        errors.extend(validate_int_or_percent(&rolling.max_surge, "spec.strategy.rollingUpdate.maxSurge"));
+                        errors.extend(validate_int_or_percent(
+                            &rolling.max_unavailable,
+                            "spec.strategy.rollingUpdate.maxUnavailable",
+                        ));
+                        errors.extend(validate_int_or_percent(
+                            &rolling.max_surge,
+                            "spec.strategy.rollingUpdate.maxSurge",
+                        ));
                         if is_zero(&rolling.max_unavailable) && is_zero(&rolling.max_surge) {
                             errors.push(FieldError::invalid(
                                 "spec.strategy.rollingUpdate.maxUnavailable",
@@ -157,7 +173,9 @@ impl Strategy<Deployment> for DeploymentStrategy {
                         }
                     }
                 }
-                other => errors.push(FieldError::not_supported("spec.strategy.type", other, &["Recreate", "RollingUpdate"])),
+                other => {
+                    errors.push(FieldError::not_supported("spec.strategy.type", other, &["Recreate", "RollingUpdate"]))
+                }
             }
         }
         if let (Some(deadline), min_ready) = (spec.progress_deadline_seconds, spec.min_ready_seconds) {
@@ -188,7 +206,9 @@ impl Strategy<ReplicaSet> for ReplicaSetStrategy {
     }
 
     fn validate(&self, rs: &ReplicaSet) -> Vec<FieldError> {
-        let Some(spec) = &rs.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &rs.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = validate_replicas(spec.replicas);
         errors.extend(validate_template(&spec.template, spec.selector.as_ref(), &["Always"]));
         errors
@@ -220,7 +240,9 @@ impl Strategy<ReplicationController> for ReplicationControllerStrategy {
     }
 
     fn validate(&self, rc: &ReplicationController) -> Vec<FieldError> {
-        let Some(spec) = &rc.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &rc.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = validate_replicas(spec.replicas);
         let selector = LabelSelector { match_labels: spec.selector.clone(), ..Default::default() };
         errors.extend(validate_template(&spec.template, Some(&selector), &["Always"]));
@@ -261,9 +283,21 @@ impl Strategy<StatefulSet> for StatefulSetStrategy {
     }
 
     fn validate(&self, set: &StatefulSet) -> Vec<FieldError> {
-        let Some(spec) = &set.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &set.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = validate_replicas(spec.replicas);
-        errors.extend(validate_template(&spec.template, spec.selector.as_ref(), &["Always"]));
+        // Mounts may name a volumeClaimTemplate: each pod gets that claim as a volume.
+        let claims: Vec<String> = spec
+            .volume_claim_templates
+            .iter()
+            .filter_map(|c| c.metadata.as_ref().map(|m| format!("Not found: {:?}", m.name)))
+            .collect();
+        errors.extend(
+            validate_template(&spec.template, spec.selector.as_ref(), &["Always"])
+                .into_iter()
+                .filter(|e| !(e.path.contains(".volumeMounts[") && claims.contains(&e.message))),
+        );
         let policies = ["OrderedReady", "Parallel"];
         if !policies.contains(&spec.pod_management_policy.as_str()) {
             errors.push(FieldError::not_supported("spec.podManagementPolicy", &spec.pod_management_policy, &policies));
@@ -295,7 +329,9 @@ impl Strategy<StatefulSet> for StatefulSetStrategy {
     /// Kubernetes lets only replicas, template, updateStrategy, minReadySeconds,
     /// persistentVolumeClaimRetentionPolicy and ordinals change.
     fn validate_update(&self, new: &StatefulSet, old: &StatefulSet) -> Vec<FieldError> {
-        let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else { return Vec::new() };
+        let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else {
+            return Vec::new();
+        };
         let mut comparable = new_spec.clone();
         comparable.replicas = old_spec.replicas;
         comparable.template = old_spec.template.clone();
@@ -333,7 +369,9 @@ impl Strategy<DaemonSet> for DaemonSetStrategy {
     }
 
     fn validate(&self, set: &DaemonSet) -> Vec<FieldError> {
-        let Some(spec) = &set.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &set.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = validate_template(&spec.template, spec.selector.as_ref(), &["Always"]);
         if let Some(strategy) = &spec.update_strategy {
             let types = ["RollingUpdate", "OnDelete"];
@@ -429,13 +467,17 @@ impl Strategy<Job> for JobStrategy {
     }
 
     fn validate(&self, job: &Job) -> Vec<FieldError> {
-        let Some(spec) = &job.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &job.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         validate_job_spec(spec, true)
     }
 
     /// A Job's pod template and selector are fixed once created; completions too.
     fn validate_update(&self, new: &Job, old: &Job) -> Vec<FieldError> {
-        let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else { return Vec::new() };
+        let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else {
+            return Vec::new();
+        };
         let mut errors = Vec::new();
         if new_spec.template != old_spec.template {
             errors.push(FieldError::invalid("spec.template", "", "field is immutable"));
@@ -474,7 +516,9 @@ impl Strategy<CronJob> for CronJobStrategy {
     }
 
     fn validate(&self, cron: &CronJob) -> Vec<FieldError> {
-        let Some(spec) = &cron.spec else { return vec![FieldError::required("spec", "")] };
+        let Some(spec) = &cron.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
         let mut errors = Vec::new();
         if let Some(problem) = schedule_problem(&spec.schedule) {
             errors.push(FieldError::invalid("spec.schedule", &spec.schedule, &problem));
@@ -508,7 +552,8 @@ fn schedule_problem(schedule: &str) -> Option<String> {
     }
     if let Some(name) = schedule.strip_prefix('@') {
         let macros = ["yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly"];
-        return (!macros.contains(&name)).then(|| format!("unknown macro \"@{name}\": use one of @{}", macros.join(", @")));
+        return (!macros.contains(&name))
+            .then(|| format!("unknown macro \"@{name}\": use one of @{}", macros.join(", @")));
     }
     let fields: Vec<&str> = schedule.split_whitespace().collect();
     if fields.len() != 5 {
@@ -518,10 +563,7 @@ fn schedule_problem(schedule: &str) -> Option<String> {
         ));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?');
-    fields
-        .iter()
-        .find(|f| !f.chars().all(allowed))
-        .map(|f| format!("field \"{f}\" has characters cron does not allow"))
+    fields.iter().find(|f| !f.chars().all(allowed)).map(|f| format!("field \"{f}\" has characters cron does not allow"))
 }
 
 #[cfg(test)]
