@@ -67,7 +67,8 @@ echo "Starting etcd on 127.0.0.1:$ETCD_CLIENT_PORT..."
 start etcd etcd --name local --data-dir "$CLUSTER_DIR/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT"
+  --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --experimental-watch-progress-notify-interval 5s
 wait_for etcd "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
 echo "Starting the apiserver on 127.0.0.1:$API_PORT..."

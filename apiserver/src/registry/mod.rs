@@ -9,7 +9,6 @@ pub mod patch;
 pub mod strategy;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -26,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::allocation::Reservations;
 use crate::storage::keys::Keys;
 use crate::storage::{Etcd, Expect, StorageError, Write, WriteResult};
-use crate::watchcache::{Attrs, CachedObject, Filter, ObjectCodec, WatchCache, Watcher, with_revision};
+use crate::watchcache::{Attrs, CachedObject, Filter, ObjectCodec, Start, WatchCache, Watcher, with_revision};
 pub use strategy::{NameRule, Shape, Strategy};
 
 /// Which part of an object an update writes.
@@ -393,18 +392,17 @@ impl<K: Resource + Shape> Registry<K> {
         resource_version: &str,
     ) -> Result<Watcher, ApiError> {
         let filter = self.filter(namespace, labels, fields)?;
-        let from = match resource_version {
+        let start = match resource_version {
+            // The initial state must be current, so it is read from etcd: the cache
+            // cannot prove it has caught up (see the watchcache module).
             "" => {
-                // The initial state must be current: wait for the cache to catch up
-                // with etcd first.
-                let revision = self.ctx.etcd.current_revision().await.map_err(storage_error)?;
-                self.cache.wait_for(revision, Duration::from_secs(5)).await?;
-                None
+                let prefix = self.ctx.keys.collection(self.info, filter.namespace.as_deref());
+                self.cache.snapshot(&self.ctx.etcd, &prefix).await.map_err(storage_error)?
             }
-            "0" => None,
-            rv => Some(parse_revision(rv)?),
+            "0" => Start::CachedState,
+            rv => Start::After(parse_revision(rv)?),
         };
-        self.cache.watch(from, filter)
+        self.cache.watch(start, filter)
     }
 
     /// Reads, changes with `mutate`, validates and writes with compare-and-swap,

@@ -7,6 +7,12 @@
 //! every event after its starting revision exactly once, in order. A start older than
 //! the window answers Expired, and the client relists. A watcher that falls further
 //! behind than the channel holds is closed with a reason; it never slows the others.
+//!
+//! The cache's revision advances only on events and on etcd's *timed* progress
+//! notifications. Etcd 3.4 answers a *requested* progress notification (and a watch's
+//! "created" response) with the store's revision, which can run ahead of events not yet
+//! sent (etcd-io/etcd#15220), so neither is trusted. A watch that must start from the
+//! current state therefore reads that state from etcd rather than waiting for the cache.
 
 pub mod filter;
 
@@ -19,7 +25,7 @@ use etcd_client::EventType as EtcdEventType;
 use prost::Message as _;
 use proto::meta::v1::{ObjectMeta, PartialObjectMetadata};
 use proto::{ApiError, KindInfo, Reason};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::storage::{Etcd, StorageError};
 pub use filter::{Attrs, Filter};
@@ -93,9 +99,6 @@ pub struct WatchCache {
     codec: Arc<dyn ObjectCodec>,
     capacity: usize,
     state: RwLock<State>,
-    /// The cache's revision, for callers waiting for it to catch up.
-    revision_tx: watch::Sender<i64>,
-    progress_wanted: tokio::sync::Notify,
 }
 
 /// A client watch on the cache.
@@ -113,6 +116,19 @@ pub struct Watcher {
     info: &'static KindInfo,
 }
 
+/// Where a client watch starts.
+#[derive(Debug)]
+pub enum Start {
+    /// Every change after this revision.
+    After(i64),
+    /// The cache's current state as ADDED events, then every later change (a watch
+    /// from resourceVersion "0": any recent state will do).
+    CachedState,
+    /// The given state, read from etcd at `revision`, as ADDED events, then every
+    /// change after it.
+    Snapshot { objects: Vec<Arc<CachedObject>>, revision: i64 },
+}
+
 /// What a client watch receives.
 #[derive(Debug, Clone)]
 pub enum Delivery {
@@ -123,7 +139,6 @@ pub enum Delivery {
 impl WatchCache {
     pub fn new(info: &'static KindInfo, prefix: String, codec: Arc<dyn ObjectCodec>, capacity: usize) -> Arc<Self> {
         let (sender, _) = broadcast::channel(capacity.max(16));
-        let (revision_tx, _) = watch::channel(0);
         Arc::new(WatchCache {
             info,
             prefix,
@@ -137,8 +152,6 @@ impl WatchCache {
                 sender,
                 ready: false,
             }),
-            revision_tx,
-            progress_wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -180,59 +193,48 @@ impl WatchCache {
         (items, state.revision)
     }
 
-    /// Waits until the cache has seen `revision`, asking etcd for a progress
-    /// notification so an idle resource catches up at once.
-    pub async fn wait_for(&self, revision: i64, timeout: Duration) -> Result<(), ApiError> {
-        let mut rx = self.revision_tx.subscribe();
-        let wait = async {
-            loop {
-                if *rx.borrow_and_update() >= revision {
-                    return;
-                }
-                self.progress_wanted.notify_one();
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            ApiError::new(
-                Reason::Timeout,
-                format!("the watch cache of {} did not reach revision {revision} in time", self.info.plural),
-            )
-        })
-    }
-
-    /// Starts a client watch. `from`: Some(R) for every change after R; None for the
-    /// current state as ADDED events followed by every later change.
-    pub fn watch(&self, from: Option<i64>, filter: Filter) -> Result<Watcher, ApiError> {
+    /// Starts a client watch from `start`.
+    pub fn watch(&self, start: Start, filter: Filter) -> Result<Watcher, ApiError> {
         let state = self.read();
         if !state.ready {
             return Err(ApiError::unavailable(format!("the watch cache of {} is still loading", self.info.plural)));
         }
         let mut pending = VecDeque::new();
-        let min_revision = match from {
-            Some(r) => {
+        let min_revision = match start {
+            Start::After(r) => {
                 if r < state.floor {
                     return Err(too_old(r, state.floor));
                 }
-                for event in state.window.iter().filter(|e| e.revision > r) {
-                    if let Some(kind) = transition(event, &filter) {
-                        pending.push_back((kind, event.object.clone()));
-                    }
-                }
+                pending.extend(window_after(&state, r, &filter));
                 r
             }
-            None => {
+            Start::CachedState => {
                 for object in state.objects.values().filter(|o| filter.matches(&o.attrs)) {
                     pending.push_back((EventType::Added, object.clone()));
                 }
                 state.revision
             }
+            Start::Snapshot { objects, revision } => {
+                if revision < state.floor {
+                    return Err(too_old(revision, state.floor));
+                }
+                for object in objects.into_iter().filter(|o| filter.matches(&o.attrs)) {
+                    pending.push_back((EventType::Added, object));
+                }
+                // The cache may already be past the snapshot: those events follow it.
+                pending.extend(window_after(&state, revision, &filter));
+                revision
+            }
         };
         let receiver = state.sender.subscribe();
         let delivered = min_revision.max(state.revision);
         Ok(Watcher { pending, receiver, min_revision, delivered, filter, info: self.info })
+    }
+
+    /// The objects under `key_prefix` as etcd holds them now, for `Start::Snapshot`.
+    pub async fn snapshot(&self, etcd: &Etcd, key_prefix: &str) -> Result<Start, StorageError> {
+        let (objects, revision) = self.load(etcd, key_prefix).await?;
+        Ok(Start::Snapshot { objects: objects.into_values().collect(), revision })
     }
 
     /// Keeps the cache in step with etcd until the process ends.
@@ -267,28 +269,7 @@ impl WatchCache {
     /// Loads every object afresh. Client watches open across a reload cannot be
     /// continued exactly, so they are closed and their clients relist.
     async fn reload(&self, etcd: &Etcd) -> Result<(), StorageError> {
-        let mut objects = BTreeMap::new();
-        let mut start: Option<String> = None;
-        let mut revision = 0;
-        loop {
-            let (entries, read_revision, more) = etcd.list(&self.prefix, start.as_deref(), revision, 1000).await?;
-            revision = read_revision;
-            let last_key = entries.last().map(|(k, _)| k.clone());
-            for (key, stored) in entries {
-                match self.codec.index(&key, &stored.value, stored.mod_revision) {
-                    Ok(object) => {
-                        objects.insert(key, Arc::new(object));
-                    }
-                    Err(e) => {
-                        tracing::error!(key, error = %e, "skipping an undecodable object in etcd")
-                    }
-                }
-            }
-            match (more, last_key) {
-                (true, Some(last)) => start = Some(format!("{last}\0")),
-                _ => break,
-            }
-        }
+        let (objects, revision) = self.load(etcd, &self.prefix).await?;
         let mut state = self.write();
         let (sender, _) = broadcast::channel(self.capacity);
         state.sender = sender;
@@ -298,28 +279,44 @@ impl WatchCache {
         state.revision = revision;
         state.ready = true;
         drop(state);
-        self.revision_tx.send_replace(revision);
         tracing::debug!(resource = self.info.plural, revision, "watch cache loaded");
         Ok(())
+    }
+
+    /// Every object under `key_prefix` at one revision, read in pages.
+    async fn load(
+        &self,
+        etcd: &Etcd,
+        key_prefix: &str,
+    ) -> Result<(BTreeMap<String, Arc<CachedObject>>, i64), StorageError> {
+        let mut objects = BTreeMap::new();
+        let mut start: Option<String> = None;
+        let mut revision = 0;
+        loop {
+            let (entries, read_revision, more) = etcd.list(key_prefix, start.as_deref(), revision, 1000).await?;
+            revision = read_revision;
+            let last_key = entries.last().map(|(k, _)| k.clone());
+            for (key, stored) in entries {
+                match self.codec.index(&key, &stored.value, stored.mod_revision) {
+                    Ok(object) => {
+                        objects.insert(key, Arc::new(object));
+                    }
+                    Err(e) => tracing::error!(key, error = %e, "skipping an undecodable object in etcd"),
+                }
+            }
+            match (more, last_key) {
+                (true, Some(last)) => start = Some(format!("{last}\0")),
+                _ => return Ok((objects, revision)),
+            }
+        }
     }
 
     /// Applies etcd's events until the watch breaks.
     async fn follow(&self, etcd: &Etcd) -> Result<(), StorageError> {
         let start = self.revision() + 1;
         let mut stream = etcd.watch(&self.prefix, start).await?;
-        let mut progress_timer = tokio::time::interval(Duration::from_secs(5));
         loop {
-            let response = tokio::select! {
-                response = stream.message() => response.map_err(crate::storage::etcd::classify)?,
-                _ = progress_timer.tick() => {
-                    stream.request_progress().await.map_err(crate::storage::etcd::classify)?;
-                    continue;
-                }
-                _ = self.progress_wanted.notified() => {
-                    stream.request_progress().await.map_err(crate::storage::etcd::classify)?;
-                    continue;
-                }
-            };
+            let response = stream.message().await.map_err(crate::storage::etcd::classify)?;
             let Some(response) = response else {
                 return Err(StorageError::Unavailable("the etcd watch stream ended".to_string()));
             };
@@ -332,8 +329,13 @@ impl WatchCache {
                     response.cancel_reason()
                 )));
             }
+            if response.created() {
+                // Its header is the store's revision, not what this watch has sent.
+                continue;
+            }
             if response.events().is_empty() {
-                // A progress notification: everything up to this revision has been seen.
+                // A timed progress notification: these go through the same queue as
+                // events, so everything up to this revision has been seen.
                 if let Some(header) = response.header() {
                     self.advance(header.revision());
                 }
@@ -392,7 +394,6 @@ impl WatchCache {
         state.revision = state.revision.max(revision);
         // No receivers is not an error: nobody is watching right now.
         let _ = state.sender.send(Item::Event(event));
-        self.revision_tx.send_replace(state.revision);
     }
 
     fn advance(&self, revision: i64) {
@@ -402,9 +403,20 @@ impl WatchCache {
         }
         state.revision = revision;
         let _ = state.sender.send(Item::Progress(revision));
-        drop(state);
-        self.revision_tx.send_replace(revision);
     }
+}
+
+/// The window's events after `revision`, as `filter` sees them.
+fn window_after<'a>(
+    state: &'a State,
+    revision: i64,
+    filter: &'a Filter,
+) -> impl Iterator<Item = (EventType, Arc<CachedObject>)> + 'a {
+    state
+        .window
+        .iter()
+        .filter(move |e| e.revision > revision)
+        .filter_map(move |e| transition(e, filter).map(|kind| (kind, e.object.clone())))
 }
 
 fn too_old(requested: i64, floor: i64) -> ApiError {
