@@ -49,14 +49,19 @@ pub fn document(objects: &[DynamicObject], format: Format, force_list: bool) -> 
     }
 }
 
+/// How `table` lays a table out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableOptions {
+    pub with_namespace: bool,
+    pub wide: bool,
+    pub show_labels: bool,
+    /// Names as `kind/name`, as kubectl prints them when one listing mixes kinds.
+    pub kind_prefix: bool,
+}
+
 /// A table of objects of one kind.
-pub fn table(
-    info: &KindInfo,
-    objects: &[DynamicObject],
-    with_namespace: bool,
-    wide: bool,
-    show_labels: bool,
-) -> String {
+pub fn table(info: &KindInfo, objects: &[DynamicObject], options: TableOptions) -> String {
+    let TableOptions { with_namespace, wide, show_labels, kind_prefix } = options;
     let columns = columns(info, wide);
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header: Vec<String> = Vec::new();
@@ -75,6 +80,10 @@ pub fn table(
             row.push(text(&value, "/metadata/namespace"));
         }
         row.extend(columns.iter().map(|(_, cell)| cell(&value)));
+        if kind_prefix {
+            let name_column = usize::from(with_namespace);
+            row[name_column] = name_of(info, &row[name_column]);
+        }
         if show_labels {
             let labels = value.pointer("/metadata/labels").and_then(Json::as_object);
             let shown = labels

@@ -65,18 +65,13 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
         }
         match format {
             Format::Table | Format::Wide if !objects.is_empty() => {
-                let mut table = output::table(
-                    info,
-                    &objects,
-                    args.all_namespaces && info.namespaced,
-                    format == Format::Wide,
-                    args.show_labels,
-                );
-                if several {
-                    // kubectl prefixes names with the kind when a table mixes kinds.
-                    table = prefix_names(&table, info, args.all_namespaces && info.namespaced);
-                }
-                tables.push(table);
+                let options = output::TableOptions {
+                    with_namespace: args.all_namespaces && info.namespaced,
+                    wide: format == Format::Wide,
+                    show_labels: args.show_labels,
+                    kind_prefix: several,
+                };
+                tables.push(output::table(info, &objects, options));
             }
             Format::Name => {
                 for object in &objects {
@@ -113,20 +108,3 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
     Ok(())
 }
 
-fn prefix_names(table: &str, info: &KindInfo, namespace_column: bool) -> String {
-    let column = usize::from(namespace_column);
-    let mut out = String::new();
-    for (i, line) in table.lines().enumerate() {
-        let mut cells: Vec<&str> = line.splitn(column + 2, "   ").collect();
-        let prefixed;
-        if i > 0 {
-            if let Some(name) = cells.get(column) {
-                prefixed = format!("{}/{}", info.qualified_singular(), name.trim_end());
-                cells[column] = &prefixed;
-            }
-        }
-        out.push_str(&cells.join("   "));
-        out.push('\n');
-    }
-    out
-}
