@@ -107,4 +107,3 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
     }
     Ok(())
 }
-
