@@ -58,7 +58,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await?;
     println!("apiserver benchmark: etcd {} | apiserver {}", etcd.endpoints()[0], apiserver.grpc_endpoint());
     println!();
-    println!("{:<28} {:>12}  {}", "creates", "per second", "latency");
+    println!("{:<28} {:>12}  latency", "creates", "per second");
 
     for concurrency in [16usize, 64] {
         let raw = raw_etcd_creates(&etcd, concurrency, options.creates).await?;

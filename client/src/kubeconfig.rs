@@ -118,10 +118,10 @@ impl Kubeconfig {
         if let Some(path) = explicit {
             return Some(path.to_path_buf());
         }
-        if let Ok(paths) = std::env::var("KUBECONFIG") {
-            if let Some(first) = std::env::split_paths(&paths).find(|p| !p.as_os_str().is_empty()) {
-                return Some(first);
-            }
+        if let Ok(paths) = std::env::var("KUBECONFIG")
+            && let Some(first) = std::env::split_paths(&paths).find(|p| !p.as_os_str().is_empty())
+        {
+            return Some(first);
         }
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"))
     }

@@ -132,7 +132,8 @@ const ALL_REASONS: &[Reason] = &[
 /// A failed API call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
-    pub status: Status,
+    /// Boxed so that `Result<T, ApiError>` stays small on the happy path.
+    pub status: Box<Status>,
 }
 
 impl std::error::Error for ApiError {}
@@ -146,13 +147,13 @@ impl fmt::Display for ApiError {
 impl ApiError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         ApiError {
-            status: Status {
+            status: Box::new(Status {
                 status: "Failure".to_string(),
                 message: message.into(),
                 reason: reason.as_str().to_string(),
                 details: None,
                 code: reason.http_code(),
-            },
+            }),
         }
     }
 
@@ -245,10 +246,10 @@ impl ApiError {
     /// transport failure, an unreachable server) keeps its message under the reason its
     /// code implies.
     pub fn from_grpc(status: &tonic::Status) -> Self {
-        if let Ok(decoded) = Status::decode(status.details()) {
-            if !decoded.reason.is_empty() {
-                return ApiError { status: decoded };
-            }
+        if let Ok(decoded) = Status::decode(status.details())
+            && !decoded.reason.is_empty()
+        {
+            return ApiError { status: Box::new(decoded) };
         }
         ApiError::new(Reason::from_grpc_code(status.code()), status.message().to_string())
     }

@@ -259,10 +259,8 @@ impl<K: Resource + Shape> Registry<K> {
     /// Reads one object from etcd, or from the cache when `cached` and it has it.
     async fn read(&self, namespace: &str, name: &str, cached: bool) -> Result<(K, i64), ApiError> {
         let key = self.key(namespace, name);
-        if cached {
-            if let Some(object) = self.cache.get(&key) {
-                return Ok((self.decode(&object.bytes)?, object.revision));
-            }
+        if cached && let Some(object) = self.cache.get(&key) {
+            return Ok((self.decode(&object.bytes)?, object.revision));
         }
         let stored = self
             .ctx
@@ -420,19 +418,19 @@ impl<K: Resource + Shape> Registry<K> {
         let mut from_cache = true;
         for _ in 0..MAX_ATTEMPTS {
             let (current, revision) = self.read(namespace, name, from_cache).await?;
-            if let Some(expected) = precondition {
-                if expected != revision {
-                    if from_cache {
-                        // The cache may lag; only etcd can say the caller is stale.
-                        from_cache = false;
-                        continue;
-                    }
-                    return Err(ApiError::conflict(
-                        self.info,
-                        name,
-                        "the object has been modified; please apply your changes to the latest version and try again",
-                    ));
+            if let Some(expected) = precondition
+                && expected != revision
+            {
+                if from_cache {
+                    // The cache may lag; only etcd can say the caller is stale.
+                    from_cache = false;
+                    continue;
                 }
+                return Err(ApiError::conflict(
+                    self.info,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
             }
             let mut new = mutate(&current)?;
             let mut errors = meta::carry_over(new.metadata_mut(), current.metadata());
@@ -598,17 +596,17 @@ impl<K: Resource + Shape> Registry<K> {
         };
         for _ in 0..MAX_ATTEMPTS {
             let (current, revision) = self.read(&namespace, name, false).await?;
-            if let Some(uid) = preconditions.uid.as_deref().filter(|u| !u.is_empty()) {
-                if uid != current.metadata().uid {
-                    return Err(ApiError::conflict(
-                        self.info,
-                        name,
-                        &format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            current.metadata().uid
-                        ),
-                    ));
-                }
+            if let Some(uid) = preconditions.uid.as_deref().filter(|u| !u.is_empty())
+                && uid != current.metadata().uid
+            {
+                return Err(ApiError::conflict(
+                    self.info,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        current.metadata().uid
+                    ),
+                ));
             }
             if precondition_rv.is_some_and(|rv| rv != revision) {
                 return Err(ApiError::conflict(
@@ -638,10 +636,11 @@ impl<K: Resource + Shape> Registry<K> {
                 }
             }
             let meta = updated.metadata_mut();
-            if let Some(finalizer) = propagation_finalizer {
-                if meta.deletion_timestamp.is_none() && !meta.finalizers.iter().any(|f| f == finalizer) {
-                    meta.finalizers.push(finalizer.to_string());
-                }
+            if let Some(finalizer) = propagation_finalizer
+                && meta.deletion_timestamp.is_none()
+                && !meta.finalizers.iter().any(|f| f == finalizer)
+            {
+                meta.finalizers.push(finalizer.to_string());
             }
             let held = !meta.finalizers.is_empty();
             if held || !self.strategy.ready_for_removal(&updated) {

@@ -41,10 +41,10 @@ impl Filter {
     }
 
     pub fn matches(&self, attrs: &Attrs) -> bool {
-        if let Some(ns) = &self.namespace {
-            if *ns != attrs.namespace {
-                return false;
-            }
+        if let Some(ns) = &self.namespace
+            && *ns != attrs.namespace
+        {
+            return false;
         }
         self.labels.matches(&attrs.labels) && self.fields.matches(|f| attrs.field(f))
     }

@@ -241,13 +241,13 @@ impl WatchCache {
     pub async fn run(self: Arc<Self>, etcd: Etcd) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if !self.is_ready() {
-                if let Err(e) = self.reload(&etcd).await {
-                    tracing::warn!(resource = self.info.plural, error = %e, "loading the watch cache failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+            if !self.is_ready()
+                && let Err(e) = self.reload(&etcd).await
+            {
+                tracing::warn!(resource = self.info.plural, error = %e, "loading the watch cache failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
             }
             match self.follow(&etcd).await {
                 Ok(()) => {}
@@ -385,10 +385,10 @@ impl WatchCache {
     fn push(&self, state: &mut State, event: Event) {
         let revision = event.revision;
         let event = Arc::new(event);
-        if state.window.len() >= self.capacity {
-            if let Some(evicted) = state.window.pop_front() {
-                state.floor = evicted.revision;
-            }
+        if state.window.len() >= self.capacity
+            && let Some(evicted) = state.window.pop_front()
+        {
+            state.floor = evicted.revision;
         }
         state.window.push_back(event.clone());
         state.revision = state.revision.max(revision);

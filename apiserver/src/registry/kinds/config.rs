@@ -18,11 +18,7 @@ fn validate_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str) -> Vec<
 }
 
 /// An object marked immutable keeps its data, and stays immutable.
-fn validate_immutable<T: PartialEq>(
-    old_immutable: Option<bool>,
-    new_immutable: Option<bool>,
-    same_data: bool,
-) -> Vec<FieldError> {
+fn validate_immutable(old_immutable: Option<bool>, new_immutable: Option<bool>, same_data: bool) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if old_immutable == Some(true) {
         if new_immutable != Some(true) {
@@ -54,7 +50,7 @@ impl Strategy<ConfigMap> for ConfigMapStrategy {
 
     fn validate_update(&self, new: &ConfigMap, old: &ConfigMap) -> Vec<FieldError> {
         let same = new.data == old.data && new.binary_data == old.binary_data;
-        validate_immutable::<ConfigMap>(old.immutable, new.immutable, same)
+        validate_immutable(old.immutable, new.immutable, same)
     }
 }
 
@@ -94,7 +90,7 @@ impl Strategy<Secret> for SecretStrategy {
         if new.r#type != old.r#type {
             errors.push(FieldError::immutable("type", &new.r#type));
         }
-        errors.extend(validate_immutable::<Secret>(old.immutable, new.immutable, new.data == old.data));
+        errors.extend(validate_immutable(old.immutable, new.immutable, new.data == old.data));
         errors
     }
 }

@@ -237,7 +237,7 @@ fn validate_container(
             if Amount::parse(&limit.string).is_ok_and(|limit| request > limit) {
                 errors.push(FieldError::invalid(
                     format!("{path}.resources.requests[{name}]"),
-                    &request.to_string(),
+                    request.to_string(),
                     &format!("must be less than or equal to {name} limit of {}", limit.string),
                 ));
             }
@@ -298,20 +298,6 @@ fn image_tag(image: &str) -> Option<&str> {
     last_segment.split_once(':').map(|(_, tag)| tag)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pull_policy_follows_the_tag() {
-        assert_eq!(image_tag("nginx"), None);
-        assert_eq!(image_tag("nginx:latest"), Some("latest"));
-        assert_eq!(image_tag("mydocker.io:5000/zhidan-web:0.1"), Some("0.1"));
-        assert_eq!(image_tag("mydocker.io:5000/zhidan-web"), None);
-        assert_eq!(image_tag("busybox@sha256:abc"), Some("digest"));
-    }
-}
-
 impl crate::registry::Registry<Pod> {
     /// The pods/binding subresource: assigns an unbound pod to a node, once.
     pub async fn bind(&self, binding: proto::core::v1::Binding) -> Result<Pod, proto::ApiError> {
@@ -364,5 +350,19 @@ impl crate::registry::Registry<Pod> {
             Ok(bound)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_follows_the_tag() {
+        assert_eq!(image_tag("nginx"), None);
+        assert_eq!(image_tag("nginx:latest"), Some("latest"));
+        assert_eq!(image_tag("mydocker.io:5000/zhidan-web:0.1"), Some("0.1"));
+        assert_eq!(image_tag("mydocker.io:5000/zhidan-web"), None);
+        assert_eq!(image_tag("busybox@sha256:abc"), Some("digest"));
     }
 }

@@ -73,18 +73,19 @@ impl ServiceStrategy {
             })?;
             spec.cluster_ip = ip.clone();
             spec.cluster_ips = vec![ip];
-        } else if let Ok(ip) = spec.cluster_ip.parse::<Ipv4Addr>() {
-            if !taken_before.0.contains(&u32::from(ip)) && self.ips.is_used(u32::from(ip)) {
-                return Err(ApiError::invalid(
-                    &proto::resource::kinds::SERVICE,
-                    name,
-                    &[FieldError::invalid(
-                        "spec.clusterIPs",
-                        &spec.cluster_ip,
-                        &format!("failed to allocate IP {ip}: provided IP is already allocated"),
-                    )],
-                ));
-            }
+        } else if let Ok(ip) = spec.cluster_ip.parse::<Ipv4Addr>()
+            && !taken_before.0.contains(&u32::from(ip))
+            && self.ips.is_used(u32::from(ip))
+        {
+            return Err(ApiError::invalid(
+                &proto::resource::kinds::SERVICE,
+                name,
+                &[FieldError::invalid(
+                    "spec.clusterIPs",
+                    &spec.cluster_ip,
+                    &format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                )],
+            ));
         }
         if wants_node_ports(&spec.r#type) {
             let mut picked: Vec<u32> = Vec::new();
@@ -276,14 +277,14 @@ impl Strategy<Service> for ServiceStrategy {
         }
         let timeout =
             spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
-        if let Some(timeout) = timeout {
-            if !(1..=86400).contains(&timeout) {
-                errors.push(FieldError::invalid(
-                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
-                    timeout,
-                    "must be greater than 0 and less than 86400",
-                ));
-            }
+        if let Some(timeout) = timeout
+            && !(1..=86400).contains(&timeout)
+        {
+            errors.push(FieldError::invalid(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                timeout,
+                "must be greater than 0 and less than 86400",
+            ));
         }
         errors
     }

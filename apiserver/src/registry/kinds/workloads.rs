@@ -55,7 +55,7 @@ fn validate_template(
             Ok(parsed) if !parsed.matches(&template_labels(&Some(template.clone()))) => {
                 errors.push(FieldError::invalid(
                     "spec.template.metadata.labels",
-                    &template_labels(&Some(template.clone())),
+                    template_labels(&Some(template.clone())),
                     "`selector` does not match template `labels`",
                 ));
             }
@@ -178,14 +178,14 @@ impl Strategy<Deployment> for DeploymentStrategy {
                 }
             }
         }
-        if let (Some(deadline), min_ready) = (spec.progress_deadline_seconds, spec.min_ready_seconds) {
-            if deadline <= min_ready {
-                errors.push(FieldError::invalid(
-                    "spec.progressDeadlineSeconds",
-                    deadline,
-                    "must be greater than minReadySeconds",
-                ));
-            }
+        if let (Some(deadline), min_ready) = (spec.progress_deadline_seconds, spec.min_ready_seconds)
+            && deadline <= min_ready
+        {
+            errors.push(FieldError::invalid(
+                "spec.progressDeadlineSeconds",
+                deadline,
+                "must be greater than minReadySeconds",
+            ));
         }
         errors
     }
@@ -231,10 +231,10 @@ impl Strategy<ReplicationController> for ReplicationControllerStrategy {
         if spec.selector.is_empty() {
             spec.selector = labels.clone();
         }
-        if labels.is_empty() {
-            if let Some(template) = &mut spec.template {
-                template.metadata.get_or_insert_with(Default::default).labels = spec.selector.clone();
-            }
+        if labels.is_empty()
+            && let Some(template) = &mut spec.template
+        {
+            template.metadata.get_or_insert_with(Default::default).labels = spec.selector.clone();
         }
         default_template(&mut spec.template);
     }
@@ -307,14 +307,14 @@ impl Strategy<StatefulSet> for StatefulSetStrategy {
             if !types.contains(&strategy.r#type.as_str()) {
                 errors.push(FieldError::not_supported("spec.updateStrategy.type", &strategy.r#type, &types));
             }
-            if let Some(partition) = strategy.rolling_update.as_ref().and_then(|r| r.partition) {
-                if partition < 0 {
-                    errors.push(FieldError::invalid(
-                        "spec.updateStrategy.rollingUpdate.partition",
-                        partition,
-                        "must be greater than or equal to 0",
-                    ));
-                }
+            if let Some(partition) = strategy.rolling_update.as_ref().and_then(|r| r.partition)
+                && partition < 0
+            {
+                errors.push(FieldError::invalid(
+                    "spec.updateStrategy.rollingUpdate.partition",
+                    partition,
+                    "must be greater than or equal to 0",
+                ));
             }
         }
         for (i, claim) in spec.volume_claim_templates.iter().enumerate() {
