@@ -41,6 +41,11 @@ impl Etcd {
     pub async fn client(&self) -> Result<etcd_client::Client> {
         self.cluster.client().await
     }
+
+    /// Kills the member with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.cluster.kill(0);
+    }
 }
 
 impl EtcdCluster {
