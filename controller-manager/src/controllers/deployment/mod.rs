@@ -1,0 +1,5 @@
+//! The Deployment controller: ReplicaSets named by pod-template hash, rolled by
+//! RollingUpdate or Recreate.
+
+pub mod rolling;
+pub mod template_hash;

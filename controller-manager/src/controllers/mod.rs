@@ -1,0 +1,4 @@
+//! One module per controller.
+
+pub mod deployment;
+pub mod replicaset;

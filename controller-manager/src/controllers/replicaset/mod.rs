@@ -1,0 +1,3 @@
+//! The ReplicaSet and ReplicationController controller: keeps `replicas` pods.
+
+pub mod ranking;
