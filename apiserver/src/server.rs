@@ -16,7 +16,7 @@ use crate::allocation::RangeAllocator;
 use crate::config::Settings;
 use crate::grpc::discovery::DiscoveryService;
 use crate::grpc::resources::ResourcesService;
-use crate::http::{self, Health};
+use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::registry::Context;
 use crate::registry::kinds::{Allocators, Registries, namespace_cache};
@@ -58,7 +58,10 @@ pub async fn run(settings: Settings, shutdown_signal: impl Future<Output = ()> +
     let bootstrapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(crate::bootstrap::system_namespaces(registries.namespaces.clone(), bootstrapped.clone()));
     let health = Arc::new(Health { etcd, caches, metrics: metrics.clone(), bootstrapped });
-    let http_task = tokio::spawn(http::serve(http_listener, health, shutdown.clone()));
+    let mut http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(ops::serve(http_listener, health, async move {
+        let _ = http_shutdown.wait_for(|down| *down).await;
+    }));
 
     let grpc_listener = TcpListener::bind(settings.listen_address)
         .await
