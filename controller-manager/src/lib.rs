@@ -4,3 +4,4 @@
 //! controller lives in its own module under `controllers/`.
 
 pub mod controllers;
+pub mod pods;

@@ -1,4 +1,5 @@
 //! One module per controller.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod replicaset;

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use proto::core::v1::Pod;
 use proto::meta::v1::Time;
 
+use crate::pods::{is_ready, ready_since};
+
 /// Sorts `pods` so the first ones are the ones to delete.
 pub fn sort_for_deletion(pods: &mut [Pod]) {
     let mut per_node: HashMap<String, usize> = HashMap::new();
@@ -54,19 +56,6 @@ fn compare(a: &Pod, b: &Pod, per_node: &HashMap<String, usize>) -> Ordering {
 
 fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().map(|s| s.node_name.as_str()).filter(|n| !n.is_empty())
-}
-
-/// The pod's Ready condition is True.
-pub fn is_ready(pod: &Pod) -> bool {
-    ready_condition(pod).is_some_and(|c| c.status == "True")
-}
-
-fn ready_condition(pod: &Pod) -> Option<&proto::core::v1::PodCondition> {
-    pod.status.as_ref()?.conditions.iter().find(|c| c.r#type == "Ready")
-}
-
-fn ready_since(pod: &Pod) -> Option<&Time> {
-    ready_condition(pod)?.last_transition_time.as_ref()
 }
 
 fn restarts(pod: &Pod) -> i32 {
