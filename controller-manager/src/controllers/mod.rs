@@ -2,4 +2,5 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod nodeipam;
 pub mod replicaset;
