@@ -7,6 +7,7 @@
 pub mod api;
 pub mod client;
 pub mod kubeconfig;
+pub mod runtime;
 
 pub use api::{Api, ObjectList, WatchEvent};
 pub use client::{Client, ListParams, PatchType, RawEvent};
