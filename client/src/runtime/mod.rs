@@ -9,9 +9,11 @@
 //! `done` it (with `add_rate_limited` on failure, `forget` on success).
 
 pub mod informer;
+pub mod leader_election;
 pub mod store;
 pub mod workqueue;
 
 pub use informer::{Change, Informer, SharedInformers};
+pub use leader_election::{LeaderElectionConfig, LeaderElector, Leadership};
 pub use store::{ObjectKey, Store, key_of};
 pub use workqueue::{RetryPolicy, WorkQueue};
