@@ -202,10 +202,10 @@ impl<K: Resource> Informer<K> {
             }
         }
         for key in self.store.keys() {
-            if !seen.contains(&key) {
-                if let Some(gone) = self.store.remove(&key) {
-                    Self::emit(&mut subscribers, Change::Deleted(gone));
-                }
+            if !seen.contains(&key)
+                && let Some(gone) = self.store.remove(&key)
+            {
+                Self::emit(&mut subscribers, Change::Deleted(gone));
             }
         }
         Ok(resource_version)
@@ -233,12 +233,15 @@ impl Backoff {
     }
 }
 
+/// A started informer of some kind, and its task.
+type RunningInformer = (Arc<dyn Any + Send + Sync>, JoinHandle<()>);
+
 /// One informer per kind for a whole process, whatever number of controllers ask
 /// for it: every kind is watched once, across all namespaces. Dropping the factory
 /// stops its informers.
 pub struct SharedInformers {
     client: Client,
-    informers: Mutex<HashMap<TypeId, (Arc<dyn Any + Send + Sync>, JoinHandle<()>)>>,
+    informers: Mutex<HashMap<TypeId, RunningInformer>>,
 }
 
 impl SharedInformers {
@@ -250,10 +253,10 @@ impl SharedInformers {
     /// a tokio runtime.
     pub fn get<K: Resource>(&self) -> Arc<Informer<K>> {
         let mut informers = self.informers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((informer, _)) = informers.get(&TypeId::of::<K>()) {
-            if let Ok(informer) = informer.clone().downcast::<Informer<K>>() {
-                return informer;
-            }
+        if let Some((informer, _)) = informers.get(&TypeId::of::<K>())
+            && let Ok(informer) = informer.clone().downcast::<Informer<K>>()
+        {
+            return informer;
         }
         let informer = Informer::new(Api::<K>::all(&self.client), ListParams::default());
         let task = tokio::spawn(informer.clone().run());
