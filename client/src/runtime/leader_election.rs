@@ -158,7 +158,7 @@ impl LeaderElector {
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(duration),
-                    acquire_time: Some(now.clone()),
+                    acquire_time: Some(now),
                     renew_time: Some(now),
                     lease_transitions: Some(0),
                     ..Default::default()
@@ -184,7 +184,7 @@ impl LeaderElector {
         let new_spec = lease.spec.get_or_insert_with(Default::default);
         if !ours {
             new_spec.holder_identity = Some(self.config.identity.clone());
-            new_spec.acquire_time = Some(now.clone());
+            new_spec.acquire_time = Some(now);
             new_spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
         }
         new_spec.lease_duration_seconds = Some(duration);
