@@ -8,11 +8,13 @@
 //! `WorkQueue`, and runs workers that `get` a key, reconcile it from the stores, and
 //! `done` it (with `add_rate_limited` on failure, `forget` on success).
 
+pub mod events;
 pub mod informer;
 pub mod leader_election;
 pub mod store;
 pub mod workqueue;
 
+pub use events::{EventRecorder, EventType, reference_of};
 pub use informer::{Change, Informer, SharedInformers};
 pub use leader_election::{LeaderElectionConfig, LeaderElector, Leadership};
 pub use store::{ObjectKey, Store, key_of};

@@ -2,6 +2,7 @@
 
 pub mod basic;
 pub mod config;
+pub mod events;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
@@ -63,6 +64,7 @@ impl Registries {
         with!(
             core::v1::ConfigMap => config::ConfigMapStrategy,
             core::v1::Secret => config::SecretStrategy,
+            core::v1::Event => events::EventStrategy,
             core::v1::ReplicationController => workloads::ReplicationControllerStrategy,
             core::v1::PersistentVolume => volumes::PersistentVolumeStrategy,
             core::v1::PersistentVolumeClaim => volumes::PersistentVolumeClaimStrategy,
@@ -78,13 +80,7 @@ impl Registries {
                 add(&mut by_plural, Arc::new(Registry::<$ty>::new(Arc::new(basic::Basic), ctx.clone(), c)));
             )*};
         }
-        basic!(
-            core::v1::Endpoints,
-            core::v1::Event,
-            core::v1::ServiceAccount,
-            apps::v1::ControllerRevision,
-            coordination::v1::Lease
-        );
+        basic!(core::v1::Endpoints, core::v1::ServiceAccount, apps::v1::ControllerRevision, coordination::v1::Lease);
         debug_assert_eq!(by_plural.len(), KINDS.len(), "every kind has a registry");
         Registries { by_plural, pods, namespaces }
     }
