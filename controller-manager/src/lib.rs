@@ -3,5 +3,9 @@
 //! namespaces). It reads and writes only through the apiserver, never etcd, and each
 //! controller lives in its own module under `controllers/`.
 
+pub mod config;
+pub mod context;
 pub mod controllers;
+pub mod expectations;
+pub mod ownership;
 pub mod pods;

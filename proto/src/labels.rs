@@ -268,6 +268,13 @@ impl Selector {
         Ok(Selector::from_requirements(requirements))
     }
 
+    /// A `metav1.LabelSelector` message as a selector.
+    pub fn from_label_selector(selector: &crate::meta::v1::LabelSelector) -> Result<Selector, SelectorError> {
+        let expressions: Vec<(String, String, Vec<String>)> =
+            selector.match_expressions.iter().map(|r| (r.key.clone(), r.operator.clone(), r.values.clone())).collect();
+        Selector::from_parts(&selector.match_labels, &expressions)
+    }
+
     /// The value a `key=value` (or single-valued `key in (value)`) requirement demands,
     /// which lets callers use an index instead of scanning.
     pub fn exact_value(&self, key: &str) -> Option<&str> {

@@ -30,9 +30,7 @@ fn template_labels(template: &Option<PodTemplateSpec>) -> BTreeMap<String, Strin
 
 /// A metav1.LabelSelector as a selector; an empty one selects everything.
 pub fn selector_of(selector: &LabelSelector) -> Result<Selector, String> {
-    let expressions: Vec<(String, String, Vec<String>)> =
-        selector.match_expressions.iter().map(|r| (r.key.clone(), r.operator.clone(), r.values.clone())).collect();
-    Selector::from_parts(&selector.match_labels, &expressions).map_err(|e| e.to_string())
+    Selector::from_label_selector(selector).map_err(|e| e.to_string())
 }
 
 /// The template and the selector of a controller that owns pods by label.

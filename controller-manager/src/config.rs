@@ -1,0 +1,165 @@
+//! The controller-manager's settings: flags, optionally a YAML file with the same
+//! keys (`leader-elect: false`), flags winning over the file, defaults last.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "controller-manager",
+    version,
+    about = "Runs the control loops that drive the cluster to its desired state."
+)]
+pub struct Flags {
+    /// A YAML file with any of the settings below (keys as the flags, without "--").
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The kubeconfig naming the apiserver [default: $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The apiserver's address, overriding the kubeconfig (http://127.0.0.1:6443).
+    #[arg(long, alias = "server")]
+    pub master: Option<String>,
+    /// Address of /healthz, /readyz and /metrics [default: 127.0.0.1:10257].
+    #[arg(long)]
+    pub http_address: Option<SocketAddr>,
+    /// Elect a leader so that only one of several replicas acts [default: true].
+    #[arg(long)]
+    pub leader_elect: Option<bool>,
+    /// How long a leader's Lease lasts without renewal [default: 15s].
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Option<Duration>,
+    /// How long a leader tries to renew before it stops leading [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Option<Duration>,
+    /// How often candidates try to acquire and leaders renew [default: 2s].
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_retry_period: Option<Duration>,
+    /// Workers per replication controller [default: 5].
+    #[arg(long)]
+    pub concurrent_replicaset_syncs: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileSettings {
+    kubeconfig: Option<PathBuf>,
+    master: Option<String>,
+    http_address: Option<SocketAddr>,
+    leader_elect: Option<bool>,
+    leader_elect_lease_duration: Option<String>,
+    leader_elect_renew_deadline: Option<String>,
+    leader_elect_retry_period: Option<String>,
+    concurrent_replicaset_syncs: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kubeconfig: Option<PathBuf>,
+    pub master: Option<String>,
+    pub http_address: SocketAddr,
+    pub leader_elect: bool,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+    pub replicaset_workers: usize,
+}
+
+/// "15s", "500ms", "2m", or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration such as 15s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("\"{text}\": unknown unit \"{unit}\" (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("\"{text}\" is out of range"))
+}
+
+impl Settings {
+    pub fn load(flags: Flags) -> anyhow::Result<Settings> {
+        let file: FileSettings = match &flags.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+                serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let duration =
+            |flag: Option<Duration>, file: Option<String>, name: &str, default: u64| -> anyhow::Result<Duration> {
+                match (flag, file) {
+                    (Some(d), _) => Ok(d),
+                    (None, Some(text)) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name} in --config: {e}")),
+                    (None, None) => Ok(Duration::from_secs(default)),
+                }
+            };
+        let settings = Settings {
+            kubeconfig: flags.kubeconfig.or(file.kubeconfig),
+            master: flags.master.or(file.master),
+            http_address: flags.http_address.or(file.http_address).unwrap_or_else(|| ([127, 0, 0, 1], 10257).into()),
+            leader_elect: flags.leader_elect.or(file.leader_elect).unwrap_or(true),
+            lease_duration: duration(
+                flags.leader_elect_lease_duration,
+                file.leader_elect_lease_duration,
+                "leader-elect-lease-duration",
+                15,
+            )?,
+            renew_deadline: duration(
+                flags.leader_elect_renew_deadline,
+                file.leader_elect_renew_deadline,
+                "leader-elect-renew-deadline",
+                10,
+            )?,
+            retry_period: duration(
+                flags.leader_elect_retry_period,
+                file.leader_elect_retry_period,
+                "leader-elect-retry-period",
+                2,
+            )?,
+            replicaset_workers: flags.concurrent_replicaset_syncs.or(file.concurrent_replicaset_syncs).unwrap_or(5),
+        };
+        if settings.renew_deadline >= settings.lease_duration {
+            bail!(
+                "--leader-elect-renew-deadline ({:?}) must be shorter than --leader-elect-lease-duration ({:?})",
+                settings.renew_deadline,
+                settings.lease_duration
+            );
+        }
+        if settings.retry_period >= settings.renew_deadline {
+            bail!("--leader-elect-retry-period must be shorter than --leader-elect-renew-deadline");
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_kubernetes_writes_them() {
+        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn a_renew_deadline_past_the_lease_is_refused() {
+        let flags = Flags::parse_from(["controller-manager", "--leader-elect-renew-deadline", "20s"]);
+        let error = Settings::load(flags).unwrap_err().to_string();
+        assert!(error.contains("must be shorter"), "{error}");
+    }
+}
