@@ -9,3 +9,4 @@ pub mod controllers;
 pub mod expectations;
 pub mod ownership;
 pub mod pods;
+pub mod tasks;

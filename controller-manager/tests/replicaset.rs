@@ -4,51 +4,17 @@
 //! deleted pods, scales down, adopts orphans, and a standby controller-manager
 //! takes over when the leader dies.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use client::{Api, Client, ListParams, PatchType, WatchEvent};
+use client::{Api, ListParams, PatchType, WatchEvent};
 use futures::StreamExt as _;
 use proto::Resource as _;
 use proto::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use proto::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
 use proto::meta::v1::{LabelSelector, ObjectMeta};
-
-struct Cluster {
-    client: Client,
-    apiserver: testkit::ApiServer,
-    _etcd: testkit::Etcd,
-    dir: tempfile::TempDir,
-}
-
-async fn cluster() -> Cluster {
-    let etcd = testkit::Etcd::start().await.unwrap();
-    let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await.unwrap();
-    let client = Client::new(&apiserver.grpc_endpoint(), "default").unwrap();
-    Cluster { client, apiserver, _etcd: etcd, dir: tempfile::tempdir().unwrap() }
-}
-
-fn controller_manager(cluster: &Cluster, name: &str) -> (testkit::Daemon, String) {
-    let http = format!("127.0.0.1:{}", testkit::free_port());
-    let args: Vec<String> = [
-        "--master",
-        &cluster.apiserver.grpc_endpoint(),
-        "--http-address",
-        &http,
-        "--leader-elect-lease-duration",
-        "2s",
-        "--leader-elect-renew-deadline",
-        "1500ms",
-        "--leader-elect-retry-period",
-        "200ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let program = testkit::binary_path("controller-manager").unwrap();
-    let log = cluster.dir.path().join(format!("{name}.log"));
-    (testkit::Daemon::spawn(name, &program, &args, &log).unwrap(), http)
-}
 
 fn replica_set(name: &str, replicas: i32) -> ReplicaSet {
     let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), name.to_string())].into();
@@ -104,8 +70,8 @@ async fn follow_pods(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_set_keeps_its_count_through_duplicate_events_deletes_and_scaling() {
-    let cluster = cluster().await;
-    let (_cm, _) = controller_manager(&cluster, "controller-manager");
+    let cluster = common::cluster().await;
+    let (_cm, _) = common::controller_manager(&cluster, "controller-manager");
     let sets: Api<ReplicaSet> = Api::namespaced(&cluster.client, "default");
     let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
     let mut watch = pods.watch(&ListParams::labels("app=web"), "").await.unwrap();
@@ -152,8 +118,8 @@ async fn a_replica_set_keeps_its_count_through_duplicate_events_deletes_and_scal
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_adopted_and_pods_that_stop_matching_are_released() {
-    let cluster = cluster().await;
-    let (_cm, _) = controller_manager(&cluster, "controller-manager");
+    let cluster = common::cluster().await;
+    let (_cm, _) = common::controller_manager(&cluster, "controller-manager");
     let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
     let orphan = Pod {
         metadata: Some(ObjectMeta {
@@ -205,8 +171,8 @@ async fn orphans_are_adopted_and_pods_that_stop_matching_are_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_controller_manager_takes_over_when_the_leader_dies() {
-    let cluster = cluster().await;
-    let (mut first, first_http) = controller_manager(&cluster, "first");
+    let cluster = common::cluster().await;
+    let (mut first, first_http) = common::controller_manager(&cluster, "first");
     let sets: Api<ReplicaSet> = Api::namespaced(&cluster.client, "default");
     let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
     sets.create(&replica_set("a", 1)).await.unwrap();
@@ -223,7 +189,7 @@ async fn a_standby_controller_manager_takes_over_when_the_leader_dies() {
         }
     };
     wait_pods("app=a", 1).await;
-    let (_second, second_http) = controller_manager(&cluster, "second");
+    let (_second, second_http) = common::controller_manager(&cluster, "second");
     let leader_metric = |http: String| async move {
         let (_, body) = testkit::http_get(&http, "/metrics").await.unwrap();
         body.lines().find_map(|l| l.strip_prefix("controller_manager_leader ").map(str::to_string))

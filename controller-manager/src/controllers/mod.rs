@@ -19,5 +19,6 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
     tokio::join!(
         replicaset::ReplicaSetController::<ReplicaSet>::new(ctx.clone()).run(workers),
         replicaset::ReplicaSetController::<ReplicationController>::new(ctx.clone()).run(workers),
+        endpoints::EndpointsController::new(ctx.clone()).run(workers),
     );
 }

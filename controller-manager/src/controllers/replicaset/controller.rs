@@ -76,7 +76,7 @@ impl<R: Replicated> ReplicaSetController<R> {
             tasks.push(tokio::spawn(async move { this.work().await }));
         }
         // Dropping this future (leadership lost) must stop every task.
-        let _stop = AbortOnDrop(tasks);
+        let _stop = crate::tasks::AbortOnDrop(tasks);
         std::future::pending::<()>().await;
     }
 
@@ -327,16 +327,5 @@ fn pod_from_template<R: Replicated>(set: &R, template: &proto::core::v1::PodTemp
         }),
         spec: template.spec.clone(),
         status: None,
-    }
-}
-
-/// Aborts the tasks when dropped.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
     }
 }
