@@ -9,8 +9,8 @@ if [ ! -d "$CLUSTER_DIR" ]; then
   exit 0
 fi
 
-# Stop in reverse order of dependency: the apiserver before etcd.
-for name in apiserver etcd; do
+# Stop in reverse order of dependency: clients, then the apiserver, then etcd.
+for name in controller-manager apiserver etcd; do
   pidfile="$CLUSTER_DIR/pids/$name.pid"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

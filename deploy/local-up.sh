@@ -13,6 +13,7 @@ ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-23790}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
 API_PORT=${API_PORT:-6443}
 API_HTTP_PORT=${API_HTTP_PORT:-6444}
+CM_HTTP_PORT=${CM_HTTP_PORT:-10257}
 SERVICE_CIDR=${SERVICE_CIDR:-10.96.0.0/12}
 
 mkdir -p "$CLUSTER_DIR"
@@ -38,7 +39,7 @@ else
 fi
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$API_HTTP_PORT"; do
+for port in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$API_HTTP_PORT" "$CM_HTTP_PORT"; do
   port_free "$port" || { echo "Port $port on 127.0.0.1 is in use; set the *_PORT variables to free ones." >&2; exit 1; }
 done
 
@@ -95,6 +96,11 @@ users:
   user: {}
 KUBECONFIG
 
+echo "Starting the controller-manager..."
+start controller-manager "$bin/controller-manager" --kubeconfig "$CLUSTER_DIR/kubeconfig" \
+  --http-address "127.0.0.1:$CM_HTTP_PORT"
+wait_for controller-manager "http://127.0.0.1:$CM_HTTP_PORT/readyz"
+
 ctl="$bin/ctl --kubeconfig $CLUSTER_DIR/kubeconfig"
 if $ctl version >/dev/null 2>&1; then
   echo
@@ -103,6 +109,8 @@ if $ctl version >/dev/null 2>&1; then
   $ctl apply -f "$root/deploy/examples/demo.yaml"
   $ctl get namespaces
   $ctl get configmaps,services -n demo
+  sleep 1
+  $ctl get replicasets,pods -n demo
 fi
 
 cat <<DONE
