@@ -20,5 +20,6 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
         replicaset::ReplicaSetController::<ReplicaSet>::new(ctx.clone()).run(workers),
         replicaset::ReplicaSetController::<ReplicationController>::new(ctx.clone()).run(workers),
         endpoints::EndpointsController::new(ctx.clone()).run(workers),
+        deployment::DeploymentController::new(ctx.clone()).run(workers),
     );
 }
