@@ -51,11 +51,17 @@ async fn apply_creates_then_reports_unchanged_then_configured() {
 
     let first = cluster.ctl(&["apply", "-f", demo]);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert_eq!(stdout(&first), "namespace/demo created\nconfigmap/greeting created\nservice/web created\n");
+    assert_eq!(
+        stdout(&first),
+        "namespace/demo created\nconfigmap/greeting created\nservice/web created\nreplicaset.apps/web created\n"
+    );
 
     let again = cluster.ctl(&["apply", "-f", demo]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(stdout(&again), "namespace/demo unchanged\nconfigmap/greeting unchanged\nservice/web unchanged\n");
+    assert_eq!(
+        stdout(&again),
+        "namespace/demo unchanged\nconfigmap/greeting unchanged\nservice/web unchanged\nreplicaset.apps/web unchanged\n"
+    );
 
     let changed = cluster.file("changed.yaml", &DEMO.replace("hello from the API", "changed"));
     let third = cluster.ctl(&["apply", "-f", changed.to_str().expect("utf-8 path")]);
