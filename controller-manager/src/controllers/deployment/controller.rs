@@ -184,9 +184,15 @@ impl DeploymentController {
                         created
                     }
                     Err(e) if e.is(Reason::AlreadyExists) => {
-                        // A ReplicaSet of that name with another template: a hash
-                        // collision. Count it so the next hash differs.
-                        return self.bump_collision_count(d).await;
+                        // Either our own creation the informer has not shown yet, or
+                        // a ReplicaSet of that name with another template: a hash
+                        // collision, counted so the next hash differs.
+                        let existing = sets_api.get(&rs.metadata().name).await?;
+                        let ours = controller_of(existing.metadata()).is_some_and(|r| r.uid == meta.uid);
+                        if !(ours && same_template(&existing, &template)) {
+                            return self.bump_collision_count(d).await;
+                        }
+                        existing
                     }
                     Err(e) => return Err(e),
                 }
