@@ -9,7 +9,11 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use proto::Resource;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::store::{ObjectKey, Store};
 
 /// Per-key retry delays: `base` doubling per failure up to `max`.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +183,30 @@ impl<T: Hash + Eq + Clone + Send + 'static> WorkQueue<T> {
         self.lock().shut_down = true;
         self.ready.notify_waiters();
     }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.lock().shut_down
+    }
+}
+
+/// Periodic resync, as client-go's: every `period`, adds the key of every object
+/// in `store` to `queue`, so a level-triggered controller re-checks objects whose
+/// world changed outside the API (a process it started, a clock it waits on).
+/// Stops when the queue shuts down or the returned task is aborted.
+pub fn spawn_resync<K: Resource>(store: Store<K>, queue: WorkQueue<ObjectKey>, period: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if queue.is_shut_down() {
+                return;
+            }
+            for key in store.keys() {
+                queue.add(key);
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -263,6 +291,33 @@ mod tests {
         assert_eq!(queue.get().await, Some("a"));
         queue.forget(&"a");
         assert_eq!(queue.failures(&"a"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resync_re_adds_every_cached_key_each_period_until_shutdown() {
+        use proto::core::v1::ConfigMap;
+        use proto::meta::v1::ObjectMeta;
+        let store = Store::<ConfigMap>::new();
+        for name in ["x", "y"] {
+            let meta = ObjectMeta { namespace: "a".into(), name: name.into(), ..Default::default() };
+            store.insert(Arc::new(ConfigMap { metadata: Some(meta), ..Default::default() }));
+        }
+        let queue: WorkQueue<ObjectKey> = WorkQueue::default();
+        let task = spawn_resync(store, queue.clone(), Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(queue.is_empty(), "nothing before the first period");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut keys = vec![queue.get().await.unwrap(), queue.get().await.unwrap()];
+        keys.sort();
+        assert_eq!(keys, ["a/x", "a/y"]);
+        for key in &keys {
+            queue.done(key);
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(queue.len(), 2, "again after the next period");
+        queue.shut_down();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(task.is_finished(), "the resync stops with its queue");
     }
 
     #[tokio::test]
