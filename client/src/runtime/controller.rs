@@ -35,6 +35,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,8 +75,8 @@ pub struct Controller<K: Resource> {
     informer: Arc<Informer<K>>,
     queue: WorkQueue<ObjectKey>,
     sources: Vec<Source>,
-    /// Waits for the first list of every informer the controller reads.
-    synced: Vec<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// The first list of every informer the controller reads.
+    synced: Vec<Pin<Box<dyn Future<Output = ()> + Send>>>,
     workers: usize,
     resync: Option<Duration>,
 }
@@ -118,7 +119,7 @@ impl<K: Resource> Controller<K> {
     ) -> Self {
         let map: Mapper<C> = Arc::new(map);
         let synced = informer.clone();
-        self.synced.push(Box::new(move || synced.has_synced()));
+        self.synced.push(Box::pin(async move { synced.wait_synced().await }));
         self.sources.push(Box::new(move |queue| {
             let mut changes = informer.subscribe();
             tokio::spawn(async move {
@@ -175,10 +176,7 @@ impl<K: Resource> Controller<K> {
             tasks.handles.push(source(queue.clone()));
         }
         // Wait for the informers' first lists so a reconcile never sees a half-filled cache.
-        let mut poll = tokio::time::interval(Duration::from_millis(50));
-        while !synced.iter().all(|synced| synced()) {
-            poll.tick().await;
-        }
+        futures::future::join_all(synced).await;
         if let Some(period) = resync {
             tasks.handles.push(spawn_resync(informer.store(), queue.clone(), period));
         }

@@ -119,8 +119,10 @@ impl<K: Resource> Informer<K> {
                         resource_version = None;
                     } else {
                         tracing::warn!(kind = K::INFO.kind, error = %e, "watching failed; retrying");
-                        backoff.wait().await;
                     }
+                    // Also after Expired: a revision that expires as soon as it is
+                    // listed must not turn into a tight list loop.
+                    backoff.wait().await;
                     continue;
                 }
             };

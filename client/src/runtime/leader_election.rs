@@ -45,6 +45,46 @@ impl LeaderElectionConfig {
     }
 }
 
+/// A configuration that cannot fence a leader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "the renew deadline ({renew_deadline:?}) must be shorter than the lease duration ({lease_duration:?}), or a standby could take over while the old leader still acts"
+    )]
+    RenewDeadlineNotShorterThanLease { renew_deadline: Duration, lease_duration: Duration },
+    #[error(
+        "the retry period ({retry_period:?}) must be shorter than the renew deadline ({renew_deadline:?}), or the leader gives up before its first renewal"
+    )]
+    RetryPeriodNotShorterThanDeadline { retry_period: Duration, renew_deadline: Duration },
+    #[error("the lease {field} is empty; give the Lease's namespace, its name and a unique identity")]
+    Empty { field: &'static str },
+}
+
+impl LeaderElectionConfig {
+    /// Checks the timing relations fencing depends on (renew deadline < lease
+    /// duration, retry period < renew deadline) and that names are given.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [("namespace", &self.namespace), ("name", &self.name), ("identity", &self.identity)] {
+            if value.is_empty() {
+                return Err(ConfigError::Empty { field });
+            }
+        }
+        if self.renew_deadline >= self.lease_duration {
+            return Err(ConfigError::RenewDeadlineNotShorterThanLease {
+                renew_deadline: self.renew_deadline,
+                lease_duration: self.lease_duration,
+            });
+        }
+        if self.retry_period >= self.renew_deadline {
+            return Err(ConfigError::RetryPeriodNotShorterThanDeadline {
+                retry_period: self.retry_period,
+                renew_deadline: self.renew_deadline,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Handed to the work a leader does: `lost()` resolves the moment leadership ends,
 /// for tasks the work spawned and must stop.
 #[derive(Debug, Clone)]
@@ -67,11 +107,23 @@ pub struct LeaderElector {
     config: LeaderElectionConfig,
     /// The Lease as last seen, and when (on our clock) it last changed.
     observed: Option<(Lease, Instant)>,
+    /// When the write that won the Lease was sent.
+    acquired_at: Instant,
 }
 
 impl LeaderElector {
+    /// A candidate; nothing happens until `run`. Check `config.validate()` first:
+    /// an invalid configuration is only logged here.
     pub fn new(client: &Client, config: LeaderElectionConfig) -> Self {
-        LeaderElector { api: Api::namespaced(client, &config.namespace), config, observed: None }
+        if let Err(e) = config.validate() {
+            tracing::error!(lease = %config.name, error = %e, "leader election is misconfigured");
+        }
+        LeaderElector {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            observed: None,
+            acquired_at: Instant::now(),
+        }
     }
 
     /// Campaigns until `shutdown` resolves: whenever this candidate leads, runs
@@ -116,8 +168,12 @@ impl LeaderElector {
     /// Retries until this candidate holds the Lease.
     async fn acquire(&mut self) {
         loop {
+            let sent = Instant::now();
             match self.try_acquire_or_renew().await {
-                Ok(true) => return,
+                Ok(true) => {
+                    self.acquired_at = sent;
+                    return;
+                }
                 Ok(false) => {}
                 Err(e) => tracing::debug!(error = %e, "acquiring the lease failed"),
             }
@@ -128,12 +184,19 @@ impl LeaderElector {
     /// Renews every retry period; returns when leadership is lost: renewals failed
     /// for the renew deadline, or someone else holds the Lease.
     async fn keep_renewing(&mut self) {
-        let mut last_renewal = Instant::now();
+        // When the last successful renewal was *sent*: the write committed after
+        // that, so no standby can count the lease as expired before
+        // `last_renewal + lease_duration`, and we stop at `last_renewal + renew_deadline`.
+        let mut last_renewal = self.acquired_at;
         loop {
             tokio::time::sleep(self.config.retry_period).await;
-            let attempt = tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew()).await;
-            match attempt {
-                Ok(Ok(true)) => last_renewal = Instant::now(),
+            let remaining = self.config.renew_deadline.saturating_sub(last_renewal.elapsed());
+            if remaining.is_zero() {
+                return;
+            }
+            let sent = Instant::now();
+            match tokio::time::timeout(remaining, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renewal = sent,
                 Ok(Ok(false)) => return,
                 Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed"),
                 Err(_) => tracing::warn!("renewing the lease timed out"),
@@ -231,5 +294,22 @@ impl LeaderElector {
             Ok(_) => tracing::info!(lease = %self.config.name, "released the lease"),
             Err(e) => tracing::warn!(error = %e, "releasing the lease failed; a standby takes over when it expires"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_that_cannot_fence_are_refused() {
+        let good = LeaderElectionConfig::new("kube-system", "scheduler", "host-1");
+        assert_eq!(good.validate(), Ok(()));
+        let long_deadline = LeaderElectionConfig { renew_deadline: Duration::from_secs(15), ..good.clone() };
+        assert!(matches!(long_deadline.validate(), Err(ConfigError::RenewDeadlineNotShorterThanLease { .. })));
+        let slow_retry = LeaderElectionConfig { retry_period: Duration::from_secs(10), ..good.clone() };
+        assert!(matches!(slow_retry.validate(), Err(ConfigError::RetryPeriodNotShorterThanDeadline { .. })));
+        let anonymous = LeaderElectionConfig { identity: String::new(), ..good };
+        assert_eq!(anonymous.validate(), Err(ConfigError::Empty { field: "identity" }));
     }
 }

@@ -19,6 +19,6 @@ pub mod workqueue;
 pub use controller::{Action, Controller};
 pub use events::{EventRecorder, EventType, reference_of};
 pub use informer::{Change, Informer, SharedInformers};
-pub use leader_election::{LeaderElectionConfig, LeaderElector, Leadership};
+pub use leader_election::{ConfigError as LeaderElectionConfigError, LeaderElectionConfig, LeaderElector, Leadership};
 pub use store::{ObjectKey, Store, key_of};
 pub use workqueue::{RetryPolicy, WorkQueue, spawn_resync};
