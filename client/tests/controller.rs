@@ -26,8 +26,8 @@ fn parent(name: &str, value: &str) -> ConfigMap {
     }
 }
 
-/// Creates or updates `<parent>-copy` with the parent's data; fails the first
-/// reconciles of "flaky" to exercise retries.
+/// Creates or updates `<parent>-copy` with the parent's data; the first two
+/// reconciles of "flaky" fail (an error, then a panic) to exercise retries.
 async fn reconcile(
     api: Api<ConfigMap>,
     attempts: Arc<Mutex<HashMap<String, u32>>>,
@@ -45,8 +45,11 @@ async fn reconcile(
     if meta.labels.get("role").map(String::as_str) != Some("parent") {
         return Ok(Action::await_change());
     }
-    if meta.name == "flaky" && attempt <= 2 {
+    if meta.name == "flaky" && attempt == 1 {
         return Err(ApiError::new(Reason::InternalError, format!("flaky failure {attempt}")));
+    }
+    if meta.name == "flaky" && attempt == 2 {
+        panic!("a reconcile that panics (on purpose, in a test)");
     }
     let name = format!("{}-copy", meta.name);
     match api.get_opt(&name).await? {
@@ -130,10 +133,10 @@ async fn a_controller_reconciles_changes_of_its_objects_and_their_children() {
     api.delete("early-copy", Default::default()).await.unwrap();
     eventually("the recreated copy", || async { copy_value(&api, "early").await.as_deref() == Some("2") }).await;
 
-    // A reconcile that fails is retried with backoff until it succeeds.
+    // A reconcile that fails or panics is retried with backoff until it succeeds.
     api.create(&parent("flaky", "x")).await.unwrap();
     eventually("the flaky parent's copy", || async { copy_value(&api, "flaky").await.as_deref() == Some("x") }).await;
-    assert!(attempts.lock().unwrap()["default/flaky"] >= 3, "two failures, then success");
+    assert!(attempts.lock().unwrap()["default/flaky"] >= 3, "an error and a panic, then success");
 
     // A dropped controller acts no more.
     task.abort();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use client::runtime::{Change, Informer, SharedInformers};
 use client::{Api, Client, ListParams};
+use futures::StreamExt as _;
 use proto::core::v1::ConfigMap;
 use proto::labels::Selector;
 use proto::meta::v1::ObjectMeta;
@@ -109,4 +110,30 @@ async fn after_a_restart_the_informer_relists_and_reports_what_vanished() {
     let change = next(&mut changes).await;
     assert!(matches!(change, Change::Added(_)) && name(&change) == "new", "{change:?}");
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_larger_than_one_list_page_is_cached_whole() {
+    let etcd = testkit::Etcd::start().await.unwrap();
+    let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await.unwrap();
+    let client = Client::new(&apiserver.grpc_endpoint(), "default").unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(&client, "default");
+    // More than two pages of the informer's 500-object lists.
+    const COUNT: usize = 1_100;
+    let creates = futures::stream::iter(0..COUNT)
+        .map(|n| {
+            let api = api.clone();
+            async move { api.create(&config_map(&format!("cm-{n}"), if n % 2 == 0 { "even" } else { "odd" })).await }
+        })
+        .buffer_unordered(16);
+    let created: Vec<_> = creates.collect().await;
+    assert!(created.iter().all(Result::is_ok), "every create succeeds");
+
+    let informers = SharedInformers::new(&client);
+    let informer = informers.get::<ConfigMap>();
+    informer.wait_synced().await;
+    let store = informer.store();
+    assert_eq!(store.len(), COUNT, "no object lost or repeated across pages");
+    assert_eq!(store.select(Some("default"), &Selector::parse("app=odd").unwrap()).len(), COUNT / 2);
+    assert!(store.get_named("default", "cm-0").is_some() && store.get_named("default", "cm-1099").is_some());
 }

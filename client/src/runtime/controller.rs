@@ -5,8 +5,9 @@
 //!
 //! The reconcile function gets the key (`namespace/name`) and the object as the
 //! informer's cache holds it now (None once it is deleted), and answers with an
-//! [`Action`]: wait for the next change, or look again after a delay. An error is
-//! logged and the key retried with its per-key exponential backoff, for ever.
+//! [`Action`]: wait for the next change, or look again after a delay. An error (or
+//! a panic) is logged and the key retried with its per-key exponential backoff,
+//! for ever.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -35,10 +36,12 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use proto::Resource;
 use tokio::task::JoinHandle;
 
@@ -186,14 +189,21 @@ impl<K: Resource> Controller<K> {
             tasks.handles.push(tokio::spawn(async move {
                 while let Some(key) = queue.get().await {
                     let object = store.get(&key);
-                    match reconcile(key.clone(), object).await {
-                        Ok(Action::AwaitChange) => queue.forget(&key),
-                        Ok(Action::Requeue(after)) => {
+                    // A panicking reconcile is a failure of that key, not the loss of
+                    // a worker and a key stuck "processing" for ever.
+                    let outcome = AssertUnwindSafe(reconcile(key.clone(), object)).catch_unwind().await;
+                    match outcome {
+                        Ok(Ok(Action::AwaitChange)) => queue.forget(&key),
+                        Ok(Ok(Action::Requeue(after))) => {
                             queue.forget(&key);
                             queue.add_after(key.clone(), after);
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             tracing::warn!(kind = K::INFO.kind, %key, error = %e, "reconcile failed; retrying with backoff");
+                            queue.add_rate_limited(key.clone());
+                        }
+                        Err(_) => {
+                            tracing::error!(kind = K::INFO.kind, %key, "reconcile panicked; retrying with backoff");
                             queue.add_rate_limited(key.clone());
                         }
                     }
