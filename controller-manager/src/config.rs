@@ -9,6 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::controllers::nodeipam::cidrs::{Cidr, CidrPool};
+
 #[derive(Debug, Parser, Default)]
 #[command(
     name = "controller-manager",
@@ -43,6 +45,15 @@ pub struct Flags {
     /// Workers per replication controller [default: 5].
     #[arg(long)]
     pub concurrent_replicaset_syncs: Option<usize>,
+    /// Give each Node a spec.podCIDR out of --cluster-cidr [default: true].
+    #[arg(long)]
+    pub allocate_node_cidrs: Option<bool>,
+    /// The pod network, cut into per-node subnets [default: 10.244.0.0/16].
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
+    /// The prefix length of each node's subnet [default: 24].
+    #[arg(long)]
+    pub node_cidr_mask_size: Option<u8>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -56,6 +67,9 @@ struct FileSettings {
     leader_elect_renew_deadline: Option<String>,
     leader_elect_retry_period: Option<String>,
     concurrent_replicaset_syncs: Option<usize>,
+    allocate_node_cidrs: Option<bool>,
+    cluster_cidr: Option<String>,
+    node_cidr_mask_size: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +82,8 @@ pub struct Settings {
     pub renew_deadline: Duration,
     pub retry_period: Duration,
     pub replicaset_workers: usize,
+    /// None when node CIDR allocation is off.
+    pub node_cidrs: Option<(Cidr, u8)>,
 }
 
 /// "15s", "500ms", "2m", or plain seconds.
@@ -127,7 +143,16 @@ impl Settings {
                 2,
             )?,
             replicaset_workers: flags.concurrent_replicaset_syncs.or(file.concurrent_replicaset_syncs).unwrap_or(5),
+            node_cidrs: None,
         };
+        let mut settings = settings;
+        if flags.allocate_node_cidrs.or(file.allocate_node_cidrs).unwrap_or(true) {
+            let text = flags.cluster_cidr.or(file.cluster_cidr).unwrap_or_else(|| "10.244.0.0/16".to_string());
+            let cidr: Cidr = text.parse().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+            let mask = flags.node_cidr_mask_size.or(file.node_cidr_mask_size).unwrap_or(24);
+            CidrPool::new(cidr, mask).map_err(|e| anyhow::anyhow!("--node-cidr-mask-size: {e}"))?;
+            settings.node_cidrs = Some((cidr, mask));
+        }
         if settings.renew_deadline >= settings.lease_duration {
             bail!(
                 "--leader-elect-renew-deadline ({:?}) must be shorter than --leader-elect-lease-duration ({:?})",

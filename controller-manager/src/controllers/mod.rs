@@ -2,8 +2,10 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;
+pub mod serviceaccount;
 
 use std::sync::Arc;
 
@@ -21,5 +23,16 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
         replicaset::ReplicaSetController::<ReplicationController>::new(ctx.clone()).run(workers),
         endpoints::EndpointsController::new(ctx.clone()).run(workers),
         deployment::DeploymentController::new(ctx.clone()).run(workers),
+        namespace::NamespaceController::new(ctx.clone()).run(2),
+        serviceaccount::ServiceAccountController::new(ctx.clone()).run(),
+        async {
+            match settings.node_cidrs {
+                Some((cidr, mask)) => match nodeipam::cidrs::CidrPool::new(cidr, mask) {
+                    Ok(pool) => nodeipam::NodeIpamController::new(ctx.clone(), pool).run().await,
+                    Err(e) => tracing::error!(error = %e, "node IPAM is off"),
+                },
+                None => std::future::pending::<()>().await,
+            }
+        },
     );
 }

@@ -2,3 +2,6 @@
 //! one twice, and takes it back when the Node is deleted.
 
 pub mod cidrs;
+pub mod controller;
+
+pub use controller::NodeIpamController;
