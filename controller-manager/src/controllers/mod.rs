@@ -2,6 +2,7 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod garbagecollector;
 pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;
@@ -24,6 +25,7 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
         endpoints::EndpointsController::new(ctx.clone()).run(workers),
         deployment::DeploymentController::new(ctx.clone()).run(workers),
         namespace::NamespaceController::new(ctx.clone()).run(2),
+        garbagecollector::GarbageCollector::new(ctx.clone()).run(),
         serviceaccount::ServiceAccountController::new(ctx.clone()).run(),
         async {
             match settings.node_cidrs {
