@@ -3,6 +3,7 @@
 //! little.
 
 mod apiserver;
+mod controller_manager;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ struct Args {
 enum Command {
     /// apiserver creates vs raw etcd, watch fan-out, write latency under load.
     Apiserver(apiserver::Options),
+    /// Converging N Deployments x R replicas; the controller-manager's peak RSS.
+    ControllerManager(controller_manager::Options),
 }
 
 #[tokio::main]
@@ -27,5 +30,6 @@ async fn main() -> anyhow::Result<()> {
     }
     match Args::parse().command {
         Command::Apiserver(options) => apiserver::run(options).await,
+        Command::ControllerManager(options) => controller_manager::run(options).await,
     }
 }
