@@ -54,6 +54,13 @@ pub struct Flags {
     /// The prefix length of each node's subnet [default: 24].
     #[arg(long)]
     pub node_cidr_mask_size: Option<u8>,
+    /// How long a kubelet may go without renewing its Lease or posting status
+    /// before its node is Unknown and tainted unreachable [default: 40s].
+    #[arg(long, value_parser = parse_duration)]
+    pub node_monitor_grace_period: Option<Duration>,
+    /// How often node health is checked [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    pub node_monitor_period: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -70,6 +77,8 @@ struct FileSettings {
     allocate_node_cidrs: Option<bool>,
     cluster_cidr: Option<String>,
     node_cidr_mask_size: Option<u8>,
+    node_monitor_grace_period: Option<String>,
+    node_monitor_period: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +93,8 @@ pub struct Settings {
     pub replicaset_workers: usize,
     /// None when node CIDR allocation is off.
     pub node_cidrs: Option<(Cidr, u8)>,
+    pub node_monitor_grace_period: Duration,
+    pub node_monitor_period: Duration,
 }
 
 /// "15s", "500ms", "2m", or plain seconds.
@@ -144,6 +155,18 @@ impl Settings {
             )?,
             replicaset_workers: flags.concurrent_replicaset_syncs.or(file.concurrent_replicaset_syncs).unwrap_or(5),
             node_cidrs: None,
+            node_monitor_grace_period: duration(
+                flags.node_monitor_grace_period,
+                file.node_monitor_grace_period,
+                "node-monitor-grace-period",
+                40,
+            )?,
+            node_monitor_period: duration(
+                flags.node_monitor_period,
+                file.node_monitor_period,
+                "node-monitor-period",
+                5,
+            )?,
         };
         let mut settings = settings;
         if flags.allocate_node_cidrs.or(file.allocate_node_cidrs).unwrap_or(true) {
@@ -159,6 +182,9 @@ impl Settings {
                 settings.renew_deadline,
                 settings.lease_duration
             );
+        }
+        if settings.node_monitor_period.is_zero() {
+            bail!("--node-monitor-period must be longer than 0 (for instance 5s)");
         }
         if settings.retry_period >= settings.renew_deadline {
             bail!("--leader-elect-retry-period must be shorter than --leader-elect-renew-deadline");

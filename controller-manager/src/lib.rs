@@ -10,3 +10,4 @@ pub mod expectations;
 pub mod ownership;
 pub mod pods;
 pub mod tasks;
+pub mod tolerations;

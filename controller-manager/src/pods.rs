@@ -1,8 +1,27 @@
 //! Facts about a pod that several controllers ask: is it ready, since when, is it
-//! available (ready for minReadySeconds), is it going away.
+//! available (ready for minReadySeconds), is it going away, which node it is on.
 
+use client::runtime::Store;
 use proto::core::v1::{Pod, PodCondition};
 use proto::meta::v1::Time;
+
+/// The pod store's index of pods by `spec.nodeName` (unbound pods are not in it).
+pub const BY_NODE: &str = "spec.nodeName";
+
+/// Adds the by-node index to the shared pod store (idempotent).
+pub fn index_by_node(store: &Store<Pod>) {
+    store.add_index(BY_NODE, |pod: &Pod| node_of(pod).map(str::to_string).into_iter().collect());
+}
+
+/// The node the pod is bound to.
+pub fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref().map(|s| s.node_name.as_str()).filter(|n| !n.is_empty())
+}
+
+/// The pod has finished (Succeeded or Failed) and will not run again.
+pub fn is_finished(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed")
+}
 
 /// The pod's Ready condition is True.
 pub fn is_ready(pod: &Pod) -> bool {

@@ -5,6 +5,7 @@ pub mod endpoints;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -27,6 +28,14 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
         namespace::NamespaceController::new(ctx.clone()).run(2),
         garbagecollector::GarbageCollector::new(ctx.clone()).run(),
         serviceaccount::ServiceAccountController::new(ctx.clone()).run(),
+        nodelifecycle::NodeLifecycleController::new(
+            ctx.clone(),
+            nodelifecycle::LifecycleSettings {
+                grace: settings.node_monitor_grace_period,
+                period: settings.node_monitor_period,
+            }
+        )
+        .run(),
         async {
             match settings.node_cidrs {
                 Some((cidr, mask)) => match nodeipam::cidrs::CidrPool::new(cidr, mask) {

@@ -20,6 +20,11 @@ pub async fn cluster() -> Cluster {
 }
 
 pub fn controller_manager(cluster: &Cluster, name: &str) -> (testkit::Daemon, String) {
+    controller_manager_with(cluster, name, &[])
+}
+
+/// The controller-manager with `extra` flags (short node grace periods, ...).
+pub fn controller_manager_with(cluster: &Cluster, name: &str, extra: &[&str]) -> (testkit::Daemon, String) {
     let http = format!("127.0.0.1:{}", testkit::free_port());
     let args: Vec<String> = [
         "--master",
@@ -34,9 +39,80 @@ pub fn controller_manager(cluster: &Cluster, name: &str) -> (testkit::Daemon, St
         "200ms",
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let program = testkit::binary_path("controller-manager").unwrap();
     let log = cluster.dir.path().join(format!("{name}.log"));
     (testkit::Daemon::spawn(name, &program, &args, &log).unwrap(), http)
+}
+
+/// Waits for `check` to hold, polling, for up to 30 s.
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 30 s");
+}
+
+/// Plays the kubelet for a pod: binds it to `node` (if unbound) and reports it
+/// Running and Ready.
+pub async fn run_pod(client: &Client, pod: &proto::core::v1::Pod, node: &str) {
+    use proto::Resource as _;
+    use proto::core::v1::{Binding, ObjectReference, Pod};
+    let meta = pod.metadata();
+    let api: client::Api<Pod> = client::Api::namespaced(client, &meta.namespace);
+    if pod.spec.as_ref().is_none_or(|s| s.node_name.is_empty()) {
+        client
+            .bind(Binding {
+                metadata: Some(proto::meta::v1::ObjectMeta {
+                    name: meta.name.clone(),
+                    namespace: meta.namespace.clone(),
+                    ..Default::default()
+                }),
+                target: Some(ObjectReference { kind: "Node".into(), name: node.into(), ..Default::default() }),
+            })
+            .await
+            .unwrap();
+    }
+    set_pod_phase(&api, &meta.name, "Running", true).await;
+}
+
+/// Sets a pod's phase and Ready condition as a kubelet would, retrying conflicts.
+pub async fn set_pod_phase(api: &client::Api<proto::core::v1::Pod>, name: &str, phase: &str, ready: bool) {
+    use proto::core::v1::PodCondition;
+    for _ in 0..20 {
+        let mut pod = api.get(name).await.unwrap();
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.phase = phase.into();
+        status.conditions.retain(|c| c.r#type != "Ready");
+        status.conditions.push(PodCondition {
+            r#type: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            last_transition_time: Some(proto::meta::v1::Time::now_seconds()),
+            ..Default::default()
+        });
+        match api.update_status(&pod).await {
+            Ok(_) => return,
+            Err(e) if e.is(proto::Reason::Conflict) => continue,
+            Err(e) => panic!("updating pod {name}'s status: {e}"),
+        }
+    }
+    panic!("pod {name}'s status kept conflicting");
+}
+
+/// Aborts a spawned helper (a fake kubelet) when the test ends, also on failure.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
