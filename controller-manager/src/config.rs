@@ -61,6 +61,13 @@ pub struct Flags {
     /// How often node health is checked [default: 5s].
     #[arg(long, value_parser = parse_duration)]
     pub node_monitor_period: Option<Duration>,
+    /// The delay before a Job replaces its first failed pod; it doubles with
+    /// each failure [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub job_backoff_base: Option<Duration>,
+    /// The longest delay before a Job replaces a failed pod [default: 6m].
+    #[arg(long, value_parser = parse_duration)]
+    pub job_backoff_max: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -79,6 +86,8 @@ struct FileSettings {
     node_cidr_mask_size: Option<u8>,
     node_monitor_grace_period: Option<String>,
     node_monitor_period: Option<String>,
+    job_backoff_base: Option<String>,
+    job_backoff_max: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +104,8 @@ pub struct Settings {
     pub node_cidrs: Option<(Cidr, u8)>,
     pub node_monitor_grace_period: Duration,
     pub node_monitor_period: Duration,
+    pub job_backoff_base: Duration,
+    pub job_backoff_max: Duration,
 }
 
 /// "15s", "500ms", "2m", or plain seconds.
@@ -167,6 +178,8 @@ impl Settings {
                 "node-monitor-period",
                 5,
             )?,
+            job_backoff_base: duration(flags.job_backoff_base, file.job_backoff_base, "job-backoff-base", 10)?,
+            job_backoff_max: duration(flags.job_backoff_max, file.job_backoff_max, "job-backoff-max", 360)?,
         };
         let mut settings = settings;
         if flags.allocate_node_cidrs.or(file.allocate_node_cidrs).unwrap_or(true) {

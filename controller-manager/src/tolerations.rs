@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(eviction(&[], &taints, at, 1005), Eviction::At(1005), "nothing tolerates it: now");
         let short = toleration(UNREACHABLE, "Exists", "", NO_EXECUTE, Some(300));
         let shorter = toleration("", "Exists", "", "", Some(30));
-        assert_eq!(eviction(&[short.clone()], &taints, at, 1005), Eviction::At(1300));
+        assert_eq!(eviction(std::slice::from_ref(&short), &taints, at, 1005), Eviction::At(1300));
         assert_eq!(eviction(&[short, shorter], &taints, at, 1005), Eviction::At(1030));
         let forever = toleration(UNREACHABLE, "Exists", "", NO_EXECUTE, None);
         assert_eq!(eviction(&[forever], &taints, at, 1005), Eviction::Never);

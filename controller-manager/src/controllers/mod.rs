@@ -3,6 +3,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -26,6 +27,11 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
         endpoints::EndpointsController::new(ctx.clone()).run(workers),
         deployment::DeploymentController::new(ctx.clone()).run(workers),
         namespace::NamespaceController::new(ctx.clone()).run(2),
+        job::JobController::new(
+            ctx.clone(),
+            job::JobSettings { backoff_base: settings.job_backoff_base, backoff_max: settings.job_backoff_max }
+        )
+        .run(workers),
         garbagecollector::GarbageCollector::new(ctx.clone()).run(),
         serviceaccount::ServiceAccountController::new(ctx.clone()).run(),
         nodelifecycle::NodeLifecycleController::new(
