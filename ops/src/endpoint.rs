@@ -19,6 +19,11 @@ pub trait Probe: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), String>;
     /// The daemon's metrics in Prometheus' text format.
     fn metrics(&self) -> String;
+    /// Ok(body) while the process is healthy; Err(why) makes /healthz and /livez
+    /// answer 503 (a daemon whose work has silently stalled). Healthy by default.
+    fn health(&self) -> Result<String, String> {
+        Ok("ok".to_string())
+    }
 }
 
 /// Serves until `shutdown` resolves.
@@ -52,7 +57,10 @@ pub async fn serve(listener: TcpListener, probe: Arc<dyn Probe>, shutdown: impl 
 
 async fn respond(probe: &dyn Probe, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match request.uri().path() {
-        "/healthz" | "/livez" => (StatusCode::OK, "ok".to_string()),
+        "/healthz" | "/livez" => match probe.health() {
+            Ok(body) => (StatusCode::OK, body),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}")),
+        },
         "/readyz" => match probe.ready().await {
             Ok(()) => (StatusCode::OK, "ok".to_string()),
             Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),

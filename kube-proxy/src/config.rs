@@ -1,0 +1,216 @@
+//! kube-proxy's settings: flags, optionally a YAML file with the same keys
+//! (`proxy-mode: userspace`), flags winning over the file, defaults last.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::model::Cidr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// Rules in an nftables table kube-proxy owns.
+    Nftables,
+    /// kube-proxy listens on each Service port and forwards, for hosts without nftables.
+    Userspace,
+}
+
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "kube-proxy",
+    version,
+    about = "Makes Services' ClusterIPs and NodePorts reach their endpoints on this node."
+)]
+pub struct Flags {
+    /// A YAML file with any of the settings below (keys as the flags, without "--").
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The kubeconfig naming the apiserver [default: $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The apiserver's address, overriding the kubeconfig (http://127.0.0.1:6443).
+    #[arg(long, alias = "server")]
+    pub master: Option<String>,
+    /// This node's name, whose Node's addresses NodePorts answer on [default: the hostname].
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// Address of /healthz, /readyz and /metrics [default: 127.0.0.1:10256].
+    #[arg(long)]
+    pub http_address: Option<SocketAddr>,
+    /// nftables or userspace [default: nftables].
+    #[arg(long, value_enum)]
+    pub proxy_mode: Option<ProxyMode>,
+    /// The pod network: traffic to a ClusterIP from outside it is masqueraded.
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
+    /// CIDRs (comma-separated) of the node addresses NodePorts answer on [default: all the Node's addresses].
+    #[arg(long, value_delimiter = ',')]
+    pub nodeport_addresses: Option<Vec<String>>,
+    /// Remove kube-proxy's table and service interface, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// How often to resync even without changes [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub sync_period: Option<Duration>,
+    /// The least time between two syncs; changes within it are applied together [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub min_sync_interval: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileSettings {
+    kubeconfig: Option<PathBuf>,
+    master: Option<String>,
+    hostname_override: Option<String>,
+    http_address: Option<SocketAddr>,
+    proxy_mode: Option<ProxyMode>,
+    cluster_cidr: Option<String>,
+    nodeport_addresses: Option<Vec<String>>,
+    cleanup: Option<bool>,
+    sync_period: Option<String>,
+    min_sync_interval: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kubeconfig: Option<PathBuf>,
+    pub master: Option<String>,
+    pub hostname: String,
+    pub http_address: SocketAddr,
+    pub proxy_mode: ProxyMode,
+    pub cluster_cidr: Option<Cidr>,
+    pub nodeport_cidrs: Vec<Cidr>,
+    pub cleanup: bool,
+    pub sync_period: Duration,
+    pub min_sync_interval: Duration,
+}
+
+/// "15s", "500ms", "2m", or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration such as 15s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("\"{text}\": unknown unit \"{unit}\" (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("\"{text}\" is out of range"))
+}
+
+impl Settings {
+    pub fn load(flags: Flags) -> anyhow::Result<Settings> {
+        let file: FileSettings = match &flags.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+                serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let duration = |flag: Option<Duration>, file: Option<String>, name: &str, default: Duration| match (flag, file)
+        {
+            (Some(d), _) => Ok(d),
+            (None, Some(text)) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name} in --config: {e}")),
+            (None, None) => Ok(default),
+        };
+        let hostname = match flags.hostname_override.or(file.hostname_override) {
+            Some(name) => name,
+            None => nix::unistd::gethostname()
+                .context("reading the hostname (or pass --hostname-override)")?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        let cluster_cidr = flags
+            .cluster_cidr
+            .or(file.cluster_cidr)
+            .map(|text| text.parse::<Cidr>().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}")))
+            .transpose()?;
+        let nodeport_cidrs = flags
+            .nodeport_addresses
+            .or(file.nodeport_addresses)
+            .unwrap_or_default()
+            .iter()
+            .filter(|text| !text.is_empty())
+            .map(|text| text.parse::<Cidr>().map_err(|e| anyhow::anyhow!("--nodeport-addresses: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let settings = Settings {
+            kubeconfig: flags.kubeconfig.or(file.kubeconfig),
+            master: flags.master.or(file.master),
+            hostname,
+            http_address: flags.http_address.or(file.http_address).unwrap_or_else(|| ([127, 0, 0, 1], 10256).into()),
+            proxy_mode: flags.proxy_mode.or(file.proxy_mode).unwrap_or(ProxyMode::Nftables),
+            cluster_cidr,
+            nodeport_cidrs,
+            cleanup: flags.cleanup || file.cleanup.unwrap_or(false),
+            sync_period: duration(flags.sync_period, file.sync_period, "sync-period", Duration::from_secs(30))?,
+            min_sync_interval: duration(
+                flags.min_sync_interval,
+                file.min_sync_interval,
+                "min-sync-interval",
+                Duration::from_secs(1),
+            )?,
+        };
+        if settings.sync_period.is_zero() {
+            bail!("--sync-period must be more than 0 (it is how often kube-proxy repairs its rules)");
+        }
+        if settings.min_sync_interval > settings.sync_period {
+            bail!(
+                "--min-sync-interval ({:?}) must not exceed --sync-period ({:?})",
+                settings.min_sync_interval,
+                settings.sync_period
+            );
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(&path, "proxy-mode: userspace\ncluster-cidr: 10.244.0.0/16\nsync-period: 10s\n").unwrap();
+        let flags = Flags::parse_from([
+            "kube-proxy",
+            "--config",
+            path.to_str().unwrap(),
+            "--sync-period",
+            "20s",
+            "--hostname-override",
+            "n1",
+            "--nodeport-addresses",
+            "192.168.0.0/16,10.0.0.0/8",
+        ]);
+        let settings = Settings::load(flags).unwrap();
+        assert_eq!(settings.proxy_mode, ProxyMode::Userspace);
+        assert_eq!(settings.sync_period, Duration::from_secs(20));
+        assert_eq!(settings.min_sync_interval, Duration::from_secs(1));
+        assert_eq!(settings.cluster_cidr.unwrap().to_string(), "10.244.0.0/16");
+        assert_eq!(settings.nodeport_cidrs.len(), 2);
+        assert_eq!(settings.hostname, "n1");
+    }
+
+    #[test]
+    fn bad_settings_say_what_is_wrong() {
+        let error = Settings::load(Flags::parse_from(["kube-proxy", "--cluster-cidr", "10.244.0.0"])).unwrap_err();
+        assert!(error.to_string().contains("--cluster-cidr: \"10.244.0.0\" is not a CIDR"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(&path, "proxy-mod: userspace\n").unwrap();
+        let error = Settings::load(Flags::parse_from(["kube-proxy", "--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{error:#}").contains("unknown field `proxy-mod`"), "{error:#}");
+        assert!(Flags::try_parse_from(["kube-proxy", "--proxy-mode", "iptables"]).is_err());
+    }
+}
