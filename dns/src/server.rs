@@ -317,6 +317,15 @@ async fn serve_tcp(state: Arc<State>, mut stream: TcpStream) {
     }
 }
 
+/// The largest answer the client takes: 512 bytes over UDP, more with EDNS.
+fn reply_limit(query: &Message, transport: Transport) -> usize {
+    match (transport, query.opt()) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, None) => PLAIN_UDP_LIMIT,
+        (Transport::Udp, Some(opt)) => usize::from(opt.class.clamp(PLAIN_UDP_LIMIT as u16, EDNS_UDP_LIMIT)),
+    }
+}
+
 impl State {
     fn read_records(&self) -> std::sync::RwLockReadGuard<'_, Records> {
         self.records.read().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -395,11 +404,7 @@ impl State {
     /// query had it.
     fn encode_reply(&self, query: &Message, mut response: Message, transport: Transport) -> Reply {
         response.header.recursion_available = !self.upstreams.is_empty();
-        let limit = match (transport, query.opt()) {
-            (Transport::Tcp, _) => usize::from(u16::MAX),
-            (Transport::Udp, None) => PLAIN_UDP_LIMIT,
-            (Transport::Udp, Some(opt)) => usize::from(opt.class.clamp(PLAIN_UDP_LIMIT as u16, EDNS_UDP_LIMIT)),
-        };
+        let limit = reply_limit(query, transport);
         if query.opt().is_some() {
             response.additional.push(Record::opt(EDNS_UDP_LIMIT));
         }
@@ -424,7 +429,19 @@ impl State {
         match forward(bytes, &self.upstreams, self.upstream_timeout, transport).await {
             Some(answer) => {
                 self.count(&self.counters.forwarded);
-                answer
+                let limit = reply_limit(query, transport);
+                if answer.len() <= limit {
+                    return answer;
+                }
+                // The upstream answered over TCP (or assumed a larger size): the
+                // client over UDP gets TC and asks again over TCP.
+                match Message::decode(&answer).and_then(|m| m.encode_within(limit)) {
+                    Ok(truncated) => truncated,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot truncate an upstream answer; SERVFAIL");
+                        self.servfail(query)
+                    }
+                }
             }
             None => {
                 let name = query.questions.first().map(|q| q.name.to_string()).unwrap_or_default();

@@ -135,7 +135,6 @@ impl Name {
         }
         Some(text)
     }
-
 }
 
 impl fmt::Display for Name {
