@@ -1,0 +1,437 @@
+//! The helper processes, run as hidden subcommands of the kubelet binary itself (as
+//! `runc init` is): the kubelet's async, multi-threaded process never forks; it starts
+//! `kubelet __pause`, `kubelet __container DIR` or `kubelet __exec DIR -- CMD...`, which
+//! are single-threaded from their first instruction, so forking and setting up
+//! namespaces in them is safe.
+//!
+//! - `__pause NAMESPACES HOSTNAME`: unshares the pod's namespaces (net,ipc,uts), says
+//!   "ok" on stdout and sleeps, holding them for the pod's containers.
+//! - `__container DIR`: reads DIR/launch.json, joins the sandbox's namespaces, forks the
+//!   container's first process into new PID and mount namespaces on an overlay root, and
+//!   stays as its monitor, recording `started.json` and then `exited.json`.
+//! - `__exec DIR -- CMD...`: runs a command inside a running container (probes, preStop).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid, fork};
+
+use crate::runtime::launch::{Exited, Launch, Mount, MountKind, Started, read_json, write_json};
+
+pub const PAUSE: &str = "__pause";
+pub const CONTAINER: &str = "__container";
+pub const EXEC: &str = "__exec";
+
+/// Runs a helper if `args` (argv without the program) name one; otherwise returns.
+pub fn dispatch(args: &[String]) {
+    let code = match args.first().map(String::as_str) {
+        Some(PAUSE) => pause(&args[1..]),
+        Some(CONTAINER) => container(&args[1..]),
+        Some(EXEC) => exec(&args[1..]),
+        _ => return,
+    };
+    std::process::exit(code);
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn namespace_flag(name: &str) -> Option<CloneFlags> {
+    Some(match name {
+        "net" => CloneFlags::CLONE_NEWNET,
+        "ipc" => CloneFlags::CLONE_NEWIPC,
+        "uts" => CloneFlags::CLONE_NEWUTS,
+        "pid" => CloneFlags::CLONE_NEWPID,
+        "mnt" => CloneFlags::CLONE_NEWNS,
+        _ => return None,
+    })
+}
+
+fn pause(args: &[String]) -> i32 {
+    let (Some(namespaces), Some(hostname)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: kubelet {PAUSE} net,ipc,uts HOSTNAME");
+        return 2;
+    };
+    let mut flags = CloneFlags::empty();
+    for name in namespaces.split(',').filter(|s| !s.is_empty()) {
+        match namespace_flag(name) {
+            Some(flag) => flags |= flag,
+            None => {
+                eprintln!("{PAUSE}: unknown namespace {name}");
+                return 2;
+            }
+        }
+    }
+    if let Err(e) = unshare(flags) {
+        eprintln!("{PAUSE}: unshare {namespaces}: {e}");
+        return 1;
+    }
+    if flags.contains(CloneFlags::CLONE_NEWUTS)
+        && let Err(e) = nix::unistd::sethostname(hostname)
+    {
+        eprintln!("{PAUSE}: sethostname {hostname}: {e}");
+        return 1;
+    }
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(b"ok\n").and_then(|()| stdout.flush());
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+/// A message to the parent through the error pipe, then exit: the child's setup failed.
+fn fail(pipe: &mut File, what: String) -> ! {
+    let _ = pipe.write_all(what.as_bytes());
+    // SAFETY: _exit is always safe; it skips atexit handlers that belong to the parent.
+    unsafe { nix::libc::_exit(127) }
+}
+
+fn container(args: &[String]) -> i32 {
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        eprintln!("usage: kubelet {CONTAINER} DIR");
+        return 2;
+    };
+    let launch: Launch = match read_json(&dir.join("launch.json")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{CONTAINER}: reading {}/launch.json: {e}", dir.display());
+            return 1;
+        }
+    };
+    let record_failure = |message: String| {
+        let exited = Exited { exit_code: 128, signal: 0, finished_at: now(), start_error: Some(message) };
+        let _ = write_json(&launch.exit_file, &exited);
+        1
+    };
+    if let Err(e) = join_namespaces(launch.sandbox_pid, &launch.join) {
+        return record_failure(e);
+    }
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        return record_failure(format!("unshare(pid): {e}"));
+    }
+    let (go_read, go_write) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return record_failure(format!("pipe: {e}")),
+    };
+    let (err_read, err_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return record_failure(format!("pipe: {e}")),
+    };
+    // SAFETY: this helper process is single-threaded (it never starts a thread), so the
+    // child may allocate and do anything the parent could.
+    match unsafe { fork() } {
+        Err(e) => record_failure(format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(go_write);
+            drop(err_read);
+            let mut errors = File::from(err_write);
+            let mut go = File::from(go_read);
+            let mut byte = [0u8; 1];
+            if go.read(&mut byte).map(|n| n == 0).unwrap_or(true) {
+                fail(&mut errors, "the monitor went away before the container started".into());
+            }
+            match start_in_child(&launch) {
+                Ok(never) => match never {},
+                Err(message) => fail(&mut errors, message),
+            }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(go_read);
+            drop(err_write);
+            monitor(&launch, child, go_write, err_read)
+        }
+    }
+}
+
+fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedFd) -> i32 {
+    let mut setup_error = None;
+    for procs in &launch.cgroup_procs {
+        if let Err(e) = std::fs::write(procs, child.as_raw().to_string()) {
+            setup_error = Some(format!("joining cgroup {}: {e}", procs.display()));
+        }
+    }
+    let started = Started { pid: child.as_raw(), monitor_pid: std::process::id() as i32, started_at: now() };
+    if let Err(e) = write_json(&launch.started_file, &started) {
+        setup_error.get_or_insert(format!("writing {}: {e}", launch.started_file.display()));
+    }
+    let mut go = File::from(go);
+    if setup_error.is_none() {
+        let _ = go.write_all(b"g");
+    }
+    drop(go);
+    // The error pipe closes on a successful exec (CLOEXEC) or carries why it failed.
+    let mut message = String::new();
+    let _ = File::from(errors).read_to_string(&mut message);
+    let status = loop {
+        match waitpid(child, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let (exit_code, signal) = match status {
+        Ok(WaitStatus::Exited(_, code)) => (code, 0),
+        Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, sig as i32),
+        _ => (255, 0),
+    };
+    let start_error = setup_error.or((!message.is_empty()).then_some(message));
+    let exited = Exited {
+        exit_code: if start_error.is_some() { 128 } else { exit_code },
+        signal,
+        finished_at: now(),
+        start_error,
+    };
+    if let Err(e) = write_json(&launch.exit_file, &exited) {
+        eprintln!("{CONTAINER}: writing {}: {e}", launch.exit_file.display());
+        return 1;
+    }
+    0
+}
+
+fn join_namespaces(pid: i32, names: &[String]) -> Result<(), String> {
+    // Open every namespace first: joining the mount namespace changes what /proc is.
+    let mut files = Vec::new();
+    for name in names {
+        let flag = namespace_flag(name).ok_or_else(|| format!("unknown namespace {name}"))?;
+        let path = format!("/proc/{pid}/ns/{name}");
+        let file = File::open(&path).map_err(|e| format!("opening {path} (is the pod sandbox running?): {e}"))?;
+        files.push((name, flag, file));
+    }
+    for (name, flag, file) in files {
+        setns(file.as_fd(), flag).map_err(|e| format!("setns({name}) into process {pid}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn mount_err(what: &str, target: &Path, e: nix::Error) -> String {
+    format!("mounting {what} on {}: {e}", target.display())
+}
+
+/// Makes sure `path` exists as a directory, or as a file when `file` is set.
+fn ensure_target(path: &Path, file: bool) -> Result<(), String> {
+    if file {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        if !path.exists() {
+            File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))
+    }
+}
+
+/// `target` (absolute inside the container) under the new root, refusing `..`.
+fn under_root(root: &Path, target: &Path) -> Result<PathBuf, String> {
+    if target.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("mount target {} must not contain \"..\"", target.display()));
+    }
+    Ok(root.join(target.strip_prefix("/").unwrap_or(target)))
+}
+
+fn start_in_child(launch: &Launch) -> Result<std::convert::Infallible, String> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(mnt): {e}"))?;
+    // Nothing mounted from here on may leak back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .map_err(|e| format!("making / a slave mount: {e}"))?;
+    let root = &launch.rootfs;
+    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let lower: Vec<String> = launch.layers.iter().rev().map(|p| p.display().to_string()).collect();
+    if lower.is_empty() {
+        return Err("the image has no layers".into());
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        launch.upper_dir.display(),
+        launch.work_dir.display()
+    );
+    mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|e| mount_err("the overlay root", root, e))?;
+
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = root.join("proc");
+    ensure_target(&proc_dir, false)?;
+    mount(Some("proc"), &proc_dir, Some("proc"), nosuid, None::<&str>).map_err(|e| mount_err("proc", &proc_dir, e))?;
+    let sys = root.join("sys");
+    ensure_target(&sys, false)?;
+    mount(Some("sysfs"), &sys, Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None::<&str>)
+        .map_err(|e| mount_err("sysfs", &sys, e))?;
+    let dev = root.join("dev");
+    ensure_target(&dev, false)?;
+    mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755,size=65536k"))
+        .map_err(|e| mount_err("tmpfs", &dev, e))?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        ensure_target(&target, true)?;
+        let source = Path::new("/dev").join(name);
+        mount(Some(&source), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| mount_err(&source.display().to_string(), &target, e))?;
+    }
+    let pts = dev.join("pts");
+    ensure_target(&pts, false)?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| mount_err("devpts", &pts, e))?;
+    let shm = dev.join("shm");
+    ensure_target(&shm, false)?;
+    mount(Some("shm"), &shm, Some("tmpfs"), nosuid, Some("mode=1777,size=65536k"))
+        .map_err(|e| mount_err("tmpfs", &shm, e))?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(to, dev.join(link));
+    }
+    for m in &launch.mounts {
+        mount_one(root, m)?;
+    }
+
+    // pivot_root with the old root stacked under the new one, then detached.
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root {}: {e}", root.display()))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    let program = resolve_program(&launch.argv, &launch.env)?;
+    let cwd = if launch.cwd.is_empty() { "/" } else { launch.cwd.as_str() };
+    std::fs::create_dir_all(cwd).map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
+    let groups: Vec<Gid> = launch.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(Gid::from_raw(launch.gid)).map_err(|e| format!("setgid {}: {e}", launch.gid))?;
+    nix::unistd::setuid(Uid::from_raw(launch.uid)).map_err(|e| format!("setuid {}: {e}", launch.uid))?;
+    nix::unistd::chdir(cwd).map_err(|e| format!("chdir {cwd}: {e}"))?;
+    exec_program(&program, &launch.argv, &launch.env)
+}
+
+fn mount_one(root: &Path, m: &Mount) -> Result<(), String> {
+    let target = under_root(root, &m.target)?;
+    match &m.kind {
+        MountKind::Bind => {
+            let is_file = std::fs::metadata(&m.source)
+                .map(|md| !md.is_dir())
+                .map_err(|e| format!("volume source {} for {}: {e}", m.source.display(), m.target.display()))?;
+            ensure_target(&target, is_file)?;
+            mount(Some(&m.source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(|e| mount_err(&m.source.display().to_string(), &target, e))?;
+            if m.read_only {
+                mount(
+                    None::<&str>,
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+                .map_err(|e| mount_err("a read-only remount", &target, e))?;
+            }
+        }
+        MountKind::Tmpfs(options) => {
+            ensure_target(&target, false)?;
+            let flags = if m.read_only { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+            mount(Some("tmpfs"), &target, Some("tmpfs"), flags, Some(options.as_str()))
+                .map_err(|e| mount_err("tmpfs", &target, e))?;
+        }
+    }
+    Ok(())
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// argv[0] as a path: itself if it has a slash, else found on the container's PATH.
+fn resolve_program(argv: &[String], env: &[String]) -> Result<PathBuf, String> {
+    let first = argv.first().ok_or("no command: the container and its image give neither command nor entrypoint")?;
+    if first.contains('/') {
+        return Ok(PathBuf::from(first));
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(first);
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() && candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("exec: \"{first}\": executable file not found in $PATH ({path})"))
+}
+
+fn cstrings(items: &[String]) -> Result<Vec<CString>, String> {
+    items.iter().map(|s| CString::new(s.as_str()).map_err(|_| format!("{s:?} contains a NUL byte"))).collect()
+}
+
+fn exec_program(program: &Path, argv: &[String], env: &[String]) -> Result<std::convert::Infallible, String> {
+    let path =
+        CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| "program path has a NUL".to_string())?;
+    let argv = cstrings(argv)?;
+    let env = cstrings(env)?;
+    nix::unistd::execve(&path, &argv, &env).map_err(|e| format!("exec {}: {e}", program.display()))
+}
+
+fn exec(args: &[String]) -> i32 {
+    let (Some(dir), Some("--")) = (args.first(), args.get(1).map(String::as_str)) else {
+        eprintln!("usage: kubelet {EXEC} DIR -- COMMAND...");
+        return 2;
+    };
+    let command = &args[2..];
+    let dir = Path::new(dir);
+    let (launch, started): (Launch, Started) =
+        match (read_json(&dir.join("launch.json")), read_json(&dir.join("started.json"))) {
+            (Ok(l), Ok(s)) => (l, s),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{EXEC}: the container in {} is not running: {e}", dir.display());
+                return 126;
+            }
+        };
+    for procs in &launch.cgroup_procs {
+        let _ = std::fs::write(procs, std::process::id().to_string());
+    }
+    let names: Vec<String> = ["ipc", "uts", "net", "pid", "mnt"].iter().map(|s| s.to_string()).collect();
+    if let Err(e) = join_namespaces(started.pid, &names) {
+        eprintln!("{EXEC}: {e}");
+        return 126;
+    }
+    // SAFETY: single-threaded helper; see `container`.
+    match unsafe { fork() } {
+        Err(e) => {
+            eprintln!("{EXEC}: fork: {e}");
+            126
+        }
+        Ok(ForkResult::Child) => {
+            let result = (|| {
+                let program = resolve_program(command, &launch.env)?;
+                let groups: Vec<Gid> = launch.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+                nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+                nix::unistd::setgid(Gid::from_raw(launch.gid)).map_err(|e| format!("setgid: {e}"))?;
+                nix::unistd::setuid(Uid::from_raw(launch.uid)).map_err(|e| format!("setuid: {e}"))?;
+                let cwd = if launch.cwd.is_empty() { "/" } else { launch.cwd.as_str() };
+                let _ = nix::unistd::chdir(cwd);
+                exec_program(&program, command, &launch.env)
+            })();
+            let Err(message) = result;
+            eprintln!("{message}");
+            // SAFETY: see `fail`.
+            unsafe { nix::libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+                _ => return 126,
+            }
+        },
+    }
+}

@@ -1,0 +1,83 @@
+//! What the kubelet hands its helper process to start one container: everything the
+//! helper needs, resolved to host paths and plain values, written as JSON into the
+//! container's state directory. The helper reads nothing else.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum MountKind {
+    /// A bind mount of a host file or directory.
+    Bind,
+    /// A fresh tmpfs with these mount options ("size=64m").
+    Tmpfs(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mount {
+    pub kind: MountKind,
+    pub source: PathBuf,
+    /// Inside the container.
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Launch {
+    /// The pause process whose namespaces the container joins.
+    pub sandbox_pid: i32,
+    /// Which of its namespaces: "net", "ipc", "uts".
+    pub join: Vec<String>,
+    /// Image layers, bottom first.
+    pub layers: Vec<PathBuf>,
+    pub upper_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub mounts: Vec<Mount>,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// The cgroup.procs files the container's first process is written to.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Written once the container's first process runs: `Started`.
+    pub started_file: PathBuf,
+    /// Written when it exits: `Exited`.
+    pub exit_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Started {
+    /// The container's first process, as the host sees it.
+    pub pid: i32,
+    /// The helper (monitor) process.
+    pub monitor_pid: i32,
+    /// Unix seconds.
+    pub started_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Exited {
+    pub exit_code: i32,
+    /// The signal that ended it, 0 if none.
+    pub signal: i32,
+    pub finished_at: i64,
+    /// Why it could not start (exec failed, a mount failed), if it never ran.
+    pub start_error: Option<String>,
+}
+
+/// Writes JSON to `path` atomically (temporary file, then rename).
+pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> std::io::Result<T> {
+    let text = std::fs::read(path)?;
+    serde_json::from_slice(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,126 @@
+//! The container runtime behind the `Runtime` trait, so that a CRI runtime can be
+//! added later: pod sandboxes (the namespaces a pod's containers share) and
+//! containers in them. The native implementation (`native`) uses Linux namespaces,
+//! cgroups and overlayfs directly. A runtime knows nothing of the API: the pod workers
+//! translate pods into these configs.
+
+pub mod cgroups;
+pub mod helper;
+pub mod launch;
+pub mod native;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cgroups::Limits;
+pub use launch::Mount;
+
+/// An image ready to run: its layers on disk and its config.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageSpec {
+    pub reference: String,
+    /// "sha256:<config digest>".
+    pub id: String,
+    /// Unpacked layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// "K=V".
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxConfig {
+    pub pod_uid: String,
+    pub hostname: String,
+    pub host_network: bool,
+    pub limits: Limits,
+}
+
+/// A running sandbox.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sandbox {
+    pub pod_uid: String,
+    /// The process holding the namespaces.
+    pub pid: i32,
+    pub host_network: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerConfig {
+    pub name: String,
+    /// 0 for the first run, then one more per restart.
+    pub attempt: u32,
+    pub image: ImageSpec,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub mounts: Vec<Mount>,
+    pub limits: Limits,
+    /// stdout and stderr go here.
+    pub log_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerState {
+    Running { started_at: i64 },
+    Exited { exit_code: i32, signal: i32, started_at: Option<i64>, finished_at: i64, reason: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    /// "<pod-uid>_<name>_<attempt>".
+    pub id: String,
+    pub name: String,
+    pub attempt: u32,
+    pub image: String,
+    pub image_id: String,
+    pub state: ContainerState,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub output: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("sandbox of pod {pod}: {message}")]
+    Sandbox { pod: String, message: String },
+    #[error("container {id}: {message}")]
+    Container { id: String, message: String },
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Starts the pod's sandbox (or returns the running one).
+    async fn run_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox, RuntimeError>;
+    /// The pod's sandbox if it is running.
+    async fn sandbox(&self, pod_uid: &str) -> Option<Sandbox>;
+    /// Kills every container of the pod and the sandbox, and removes what they left.
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError>;
+    /// Pods the runtime holds anything for (running or not).
+    async fn pods(&self) -> Vec<String>;
+
+    async fn start_container(&self, sandbox: &Sandbox, config: &ContainerConfig) -> Result<String, RuntimeError>;
+    /// The pod's containers, every attempt still kept, oldest first.
+    async fn containers(&self, pod_uid: &str) -> Vec<ContainerInfo>;
+    /// Sends a signal to the container's first process.
+    async fn signal(&self, id: &str, signal: nix::sys::signal::Signal) -> Result<(), RuntimeError>;
+    /// SIGKILLs every process of the container.
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Runs a command in the container; `timeout` ends it.
+    async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError>;
+    /// Removes an exited container's files and cgroup.
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError>;
+}

@@ -1,0 +1,415 @@
+//! The native runtime: a sandbox is a pause process (`kubelet __pause`) holding the
+//! pod's net, IPC and UTS namespaces; a container is started by a monitor process
+//! (`kubelet __container DIR`) that stays its parent and records its start and exit in
+//! DIR. All state lives under `<root>/<pod-uid>/`, so a restarted kubelet finds
+//! every sandbox and container again and never starts one twice.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::AsyncBufReadExt as _;
+use tokio::sync::mpsc;
+
+use super::cgroups::Cgroups;
+use super::helper;
+use super::launch::{Exited, Launch, Started, read_json, write_json};
+use super::{
+    ContainerConfig, ContainerInfo, ContainerState, ExecResult, Runtime, RuntimeError, Sandbox, SandboxConfig,
+};
+
+const START_WITHIN: Duration = Duration::from_secs(20);
+
+/// What the kubelet keeps about a container beside its launch.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Meta {
+    name: String,
+    attempt: u32,
+    image: String,
+    image_id: String,
+    cgroup: String,
+}
+
+pub struct NativeRuntime {
+    root: PathBuf,
+    cgroups: Cgroups,
+    cgroup_parent: String,
+    program: PathBuf,
+    /// Gets the pod's uid when one of its containers or its sandbox exits.
+    exits: mpsc::UnboundedSender<String>,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+/// Whether `pid` runs with `needle` among its arguments (guards against reused pids).
+fn process_matches(pid: i32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| raw.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()))
+        .unwrap_or(false)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(false))
+        .unwrap_or(true)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl NativeRuntime {
+    pub fn new(
+        root: &Path,
+        cgroups: Cgroups,
+        cgroup_parent: &str,
+        exits: mpsc::UnboundedSender<String>,
+    ) -> Result<Self, RuntimeError> {
+        std::fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
+        let program = std::env::current_exe().map_err(io_err("finding the kubelet binary"))?;
+        Ok(NativeRuntime {
+            root: root.to_path_buf(),
+            cgroups,
+            cgroup_parent: cgroup_parent.to_string(),
+            program,
+            exits,
+        })
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root.join(uid)
+    }
+
+    fn pod_cgroup(&self, uid: &str) -> String {
+        format!("{}/pod{uid}", self.cgroup_parent)
+    }
+
+    fn container_dir(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        let (uid, rest) = id
+            .split_once('_')
+            .ok_or_else(|| RuntimeError::Container { id: id.into(), message: "malformed container id".into() })?;
+        Ok(self.pod_dir(uid).join("containers").join(rest))
+    }
+
+    fn read_sandbox(&self, uid: &str) -> Option<Sandbox> {
+        let sandbox: Sandbox = read_json(&self.pod_dir(uid).join("sandbox.json")).ok()?;
+        (process_matches(sandbox.pid, uid) && !is_zombie(sandbox.pid)).then_some(sandbox)
+    }
+
+    fn info(&self, uid: &str, dir: &Path) -> Option<ContainerInfo> {
+        let meta: Meta = read_json(&dir.join("meta.json")).ok()?;
+        let id = format!("{uid}_{}_{}", meta.name, meta.attempt);
+        let started: Option<Started> = read_json(&dir.join("started.json")).ok();
+        let exited: Option<Exited> = read_json(&dir.join("exited.json")).ok();
+        let dir_text = dir.display().to_string();
+        let state = match (started, exited) {
+            (_, Some(exited)) => self.exited_state(&meta, exited, read_json::<Started>(&dir.join("started.json")).ok()),
+            (Some(started), None) => {
+                if process_matches(started.monitor_pid, &dir_text) && !is_zombie(started.monitor_pid) {
+                    ContainerState::Running { started_at: started.started_at }
+                } else {
+                    ContainerState::Exited {
+                        exit_code: 137,
+                        signal: 0,
+                        started_at: Some(started.started_at),
+                        finished_at: now(),
+                        reason: "ContainerStatusUnknown".into(),
+                        message: "the container's monitor process is gone; its exit is unknown".into(),
+                    }
+                }
+            }
+            (None, None) => {
+                // Launched but never recorded as started: a monitor that died early.
+                let age = std::fs::metadata(dir.join("launch.json"))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .unwrap_or_default();
+                if age < START_WITHIN {
+                    ContainerState::Running { started_at: now() }
+                } else {
+                    ContainerState::Exited {
+                        exit_code: 128,
+                        signal: 0,
+                        started_at: None,
+                        finished_at: now(),
+                        reason: "StartError".into(),
+                        message: "the container never started".into(),
+                    }
+                }
+            }
+        };
+        Some(ContainerInfo {
+            id,
+            name: meta.name,
+            attempt: meta.attempt,
+            image: meta.image,
+            image_id: meta.image_id,
+            state,
+        })
+    }
+
+    fn exited_state(&self, meta: &Meta, exited: Exited, started: Option<Started>) -> ContainerState {
+        let (reason, message) = if let Some(why) = exited.start_error {
+            ("StartError".to_string(), why)
+        } else if self.cgroups.oom_kills(&meta.cgroup) > 0 {
+            ("OOMKilled".to_string(), String::new())
+        } else if exited.exit_code == 0 {
+            ("Completed".to_string(), String::new())
+        } else {
+            ("Error".to_string(), String::new())
+        };
+        ContainerState::Exited {
+            exit_code: exited.exit_code,
+            signal: exited.signal,
+            started_at: started.map(|s| s.started_at),
+            finished_at: exited.finished_at,
+            reason,
+            message,
+        }
+    }
+
+    async fn wait_gone(pid: i32, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if std::fs::metadata(format!("/proc/{pid}")).is_err() || is_zombie(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Removes a cgroup once its processes are gone (they die asynchronously).
+    async fn remove_cgroup(&self, name: &str) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.cgroups.kill_all(name);
+            match self.cgroups.remove(name) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn reap(&self, mut child: tokio::process::Child, uid: String) {
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            let _ = exits.send(uid);
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for NativeRuntime {
+    async fn run_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox, RuntimeError> {
+        let uid = &config.pod_uid;
+        if let Some(sandbox) = self.read_sandbox(uid) {
+            return Ok(sandbox);
+        }
+        let fail = |message: String| RuntimeError::Sandbox { pod: uid.clone(), message };
+        let dir = self.pod_dir(uid);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        self.cgroups.create(&self.pod_cgroup(uid), &config.limits)?;
+        let namespaces = if config.host_network { "ipc" } else { "net,ipc,uts" };
+        let mut child = tokio::process::Command::new(&self.program)
+            .args([helper::PAUSE, namespaces, &config.hostname, uid])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| fail(format!("starting the pause process: {e}")))?;
+        let pid = child.id().ok_or_else(|| fail("the pause process exited at once".into()))? as i32;
+        let stdout = child.stdout.take().ok_or_else(|| fail("no pipe from the pause process".into()))?;
+        let mut line = String::new();
+        let read = tokio::time::timeout(START_WITHIN, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        if !matches!(read, Ok(Ok(_))) || line.trim() != "ok" {
+            let _ = child.kill().await;
+            return Err(fail("the pause process did not set up the namespaces (see the kubelet's log)".into()));
+        }
+        let sandbox = Sandbox { pod_uid: uid.clone(), pid, host_network: config.host_network };
+        let procs = self.cgroups.procs_files(&self.pod_cgroup(uid));
+        for file in procs {
+            std::fs::write(&file, pid.to_string()).map_err(io_err(format!("writing {}", file.display())))?;
+        }
+        write_json(&dir.join("sandbox.json"), &sandbox).map_err(io_err("recording the sandbox"))?;
+        self.reap(child, uid.clone());
+        Ok(sandbox)
+    }
+
+    async fn sandbox(&self, pod_uid: &str) -> Option<Sandbox> {
+        self.read_sandbox(pod_uid)
+    }
+
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+        let dir = self.pod_dir(pod_uid);
+        let cgroup = self.pod_cgroup(pod_uid);
+        self.cgroups.kill_all(&cgroup);
+        if let Ok(sandbox) = read_json::<Sandbox>(&dir.join("sandbox.json"))
+            && process_matches(sandbox.pid, pod_uid)
+        {
+            let _ = kill(Pid::from_raw(sandbox.pid), Signal::SIGKILL);
+            Self::wait_gone(sandbox.pid, Duration::from_secs(10)).await;
+        }
+        // Monitors exit once their container has; wait so nothing writes into the dir.
+        for info in self.containers(pod_uid).await {
+            if let Ok(dir) = self.container_dir(&info.id)
+                && let Ok(started) = read_json::<Started>(&dir.join("started.json"))
+                && process_matches(started.monitor_pid, &dir.display().to_string())
+            {
+                Self::wait_gone(started.monitor_pid, Duration::from_secs(10)).await;
+            }
+        }
+        self.remove_cgroup(&cgroup).await?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RuntimeError::Io { what: format!("removing {}", dir.display()), source: e }),
+        }
+    }
+
+    async fn pods(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    async fn start_container(&self, sandbox: &Sandbox, config: &ContainerConfig) -> Result<String, RuntimeError> {
+        let uid = &sandbox.pod_uid;
+        let id = format!("{uid}_{}_{}", config.name, config.attempt);
+        let fail = |message: String| RuntimeError::Container { id: id.clone(), message };
+        let dir = self.container_dir(&id)?;
+        if dir.join("meta.json").exists() {
+            return Err(fail("already created".into()));
+        }
+        for sub in ["rootfs", "upper", "work"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let cgroup = format!("{}/{}_{}", self.pod_cgroup(uid), config.name, config.attempt);
+        self.cgroups.create(&cgroup, &config.limits)?;
+        let join =
+            if sandbox.host_network { vec!["ipc".to_string()] } else { vec!["net".into(), "ipc".into(), "uts".into()] };
+        let launch = Launch {
+            sandbox_pid: sandbox.pid,
+            join,
+            layers: config.image.layers.clone(),
+            upper_dir: dir.join("upper"),
+            work_dir: dir.join("work"),
+            rootfs: dir.join("rootfs"),
+            mounts: config.mounts.clone(),
+            argv: config.argv.clone(),
+            env: config.env.clone(),
+            cwd: config.cwd.clone(),
+            uid: config.uid,
+            gid: config.gid,
+            groups: config.groups.clone(),
+            cgroup_procs: self.cgroups.procs_files(&cgroup),
+            started_file: dir.join("started.json"),
+            exit_file: dir.join("exited.json"),
+        };
+        let meta = Meta {
+            name: config.name.clone(),
+            attempt: config.attempt,
+            image: config.image.reference.clone(),
+            image_id: config.image.id.clone(),
+            cgroup,
+        };
+        write_json(&dir.join("launch.json"), &launch).map_err(io_err("writing launch.json"))?;
+        write_json(&dir.join("meta.json"), &meta).map_err(io_err("writing meta.json"))?;
+        if let Some(parent) = config.log_path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.log_path)
+            .map_err(io_err(format!("opening the log {}", config.log_path.display())))?;
+        let log_err = log.try_clone().map_err(io_err("duplicating the log file"))?;
+        let child = tokio::process::Command::new(&self.program)
+            .arg(helper::CONTAINER)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| fail(format!("starting the container helper: {e}")))?;
+        self.reap(child, uid.clone());
+        // Wait until the helper has recorded the start (or the failure).
+        let deadline = Instant::now() + START_WITHIN;
+        while !dir.join("started.json").exists() && !dir.join("exited.json").exists() {
+            if Instant::now() > deadline {
+                return Err(fail("the helper did not start the container in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(id)
+    }
+
+    async fn containers(&self, pod_uid: &str) -> Vec<ContainerInfo> {
+        let dir = self.pod_dir(pod_uid).join("containers");
+        let mut infos: Vec<ContainerInfo> = std::fs::read_dir(&dir)
+            .map(|entries| entries.flatten().filter_map(|e| self.info(pod_uid, &e.path())).collect())
+            .unwrap_or_default();
+        infos.sort_by(|a, b| (a.name.as_str(), a.attempt).cmp(&(b.name.as_str(), b.attempt)));
+        infos
+    }
+
+    async fn signal(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        let dir = self.container_dir(id)?;
+        let Ok(started) = read_json::<Started>(&dir.join("started.json")) else { return Ok(()) };
+        if dir.join("exited.json").exists() {
+            return Ok(());
+        }
+        let _ = kill(Pid::from_raw(started.pid), signal);
+        Ok(())
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.container_dir(id)?;
+        if let Ok(meta) = read_json::<Meta>(&dir.join("meta.json")) {
+            self.cgroups.kill_all(&meta.cgroup);
+        }
+        self.signal(id, Signal::SIGKILL).await
+    }
+
+    async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
+        let dir = self.container_dir(id)?;
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.arg(helper::EXEC).arg(&dir).arg("--").args(command);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let child =
+            cmd.spawn().map_err(|e| RuntimeError::Container { id: id.into(), message: format!("exec: {e}") })?;
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => {
+                let mut output = out.stdout;
+                output.extend_from_slice(&out.stderr);
+                Ok(ExecResult { exit_code: out.status.code().unwrap_or(126), output })
+            }
+            Ok(Err(e)) => Err(RuntimeError::Container { id: id.into(), message: format!("exec: {e}") }),
+            Err(_) => {
+                Err(RuntimeError::Container { id: id.into(), message: format!("command timed out after {timeout:?}") })
+            }
+        }
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.container_dir(id)?;
+        if let Ok(meta) = read_json::<Meta>(&dir.join("meta.json")) {
+            self.remove_cgroup(&meta.cgroup).await?;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RuntimeError::Io { what: format!("removing {}", dir.display()), source: e }),
+        }
+    }
+}
