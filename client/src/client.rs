@@ -311,3 +311,8 @@ pub fn resource_version_of(object: &[u8]) -> String {
         .map(|m| m.resource_version)
         .unwrap_or_default()
 }
+
+/// The next event of a watch, for callers that do not depend on `futures` themselves.
+pub async fn next_event(stream: &mut RawEventStream) -> Option<Result<RawEvent, ApiError>> {
+    stream.next().await
+}

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod connection;
 mod manifest;
+mod three_way;
 mod output;
 
 use std::process::ExitCode;

@@ -1,11 +1,11 @@
 //! Reading manifests: files, directories (optionally recursive) and standard input,
-//! each holding one or more YAML or JSON documents.
+//! each holding one or more YAML or JSON documents, decoded strictly.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use proto::DynamicObject;
+use proto::{DecodeError, DynamicObject};
 use proto::codec::{decode_object, parse_documents};
 
 /// One decoded document and where it came from, for messages.
@@ -14,47 +14,74 @@ pub struct Manifest {
     pub object: DynamicObject,
 }
 
-/// Reads and decodes every document of every file; any error stops before anything is
-/// sent, so a bad file never leaves half its objects applied.
-pub fn read_all(paths: &[PathBuf], recursive: bool) -> Result<Vec<Manifest>> {
+/// One document of a file: decoded, or why it could not be.
+pub type Document = std::result::Result<Manifest, String>;
+
+/// Reads and decodes every document of every file, in order. A file that cannot be
+/// read or parsed is one failed entry; so is each document that does not decode.
+/// A path that does not exist is an error of the whole call.
+pub fn read_documents(paths: &[PathBuf], recursive: bool) -> Result<Vec<Document>> {
     let mut files = Vec::new();
     for path in paths {
         collect(path, recursive, true, &mut files)?;
     }
-    let mut manifests = Vec::new();
-    let mut errors = Vec::new();
+    let mut documents_out = Vec::new();
     for file in files {
         let (source, text) = if file.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
             ("<stdin>".to_string(), text)
         } else {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            (file.display().to_string(), text)
+            match std::fs::read_to_string(&file) {
+                Ok(text) => (file.display().to_string(), text),
+                Err(e) => {
+                    documents_out.push(Err(format!("reading {}: {e}", file.display())));
+                    continue;
+                }
+            }
         };
         let documents = match parse_documents(&text) {
             Ok(documents) => documents,
             Err(e) => {
-                errors.push(format!("{source}: {e}"));
+                documents_out.push(Err(format!("error parsing {source}: {e}")));
                 continue;
             }
         };
         for (index, document) in documents.iter().enumerate() {
-            match decode_object(document) {
-                Ok(object) => manifests.push(Manifest { source: source.clone(), object }),
+            documents_out.push(match decode_object(document) {
+                Ok(object) => Ok(Manifest { source: source.clone(), object }),
                 Err(e) => {
                     let name = document.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("");
-                    let what = if name.is_empty() { format!("document {}", index + 1) } else { format!("\"{name}\"") };
-                    errors.push(format!("{source}: {what}: {e}"));
+                    let kind = document.pointer("/kind").and_then(|n| n.as_str()).unwrap_or("");
+                    let what = if name.is_empty() { format!("document {}", index + 1) } else { format!("{kind} \"{name}\"") };
+                    let why = match e {
+                        DecodeError::Fields(_) => format!("strict decoding error: {e}"),
+                        _ => e.to_string(),
+                    };
+                    Err(format!("error decoding {source}: {what}: {why}"))
                 }
-            }
+            });
+        }
+    }
+    if documents_out.is_empty() {
+        bail!("no objects passed to the command (are the files empty?)");
+    }
+    Ok(documents_out)
+}
+
+/// Every document decoded, or an error listing each that did not: for verbs (delete)
+/// that must not act on half a file.
+pub fn read_all(paths: &[PathBuf], recursive: bool) -> Result<Vec<Manifest>> {
+    let mut manifests = Vec::new();
+    let mut errors = Vec::new();
+    for document in read_documents(paths, recursive)? {
+        match document {
+            Ok(manifest) => manifests.push(manifest),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
         bail!("{}\nnothing was sent to the server", errors.join("\n"));
-    }
-    if manifests.is_empty() {
-        bail!("no objects passed to the command (are the files empty?)");
     }
     Ok(manifests)
 }

@@ -1,20 +1,23 @@
 //! `apply -f` and `create -f`.
 //!
-//! apply creates what is missing and merges the manifest into what exists (a JSON
-//! merge patch), writing nothing when the live object already holds every field of the
-//! manifest. Removing fields dropped from a manifest (kubectl's three-way merge against
-//! a last-applied annotation) is not in this build.
+//! apply creates what is missing and updates what exists with kubectl's three-way
+//! merge (see `three_way`): the manifest is saved in the last-applied annotation, and
+//! a field dropped from the manifest since the last apply is removed from the object.
+//! An object that already matches is not written at all (`unchanged`). Every
+//! document is reported on its own; one failing does not stop the rest.
 
 use anyhow::{Context, Result};
-use proto::meta::v1::ObjectMeta;
+use client::PatchType;
+use proto::codec::decode_object;
 use proto::{DynamicObject, Reason};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
-use super::namespace_for;
+use super::{DryRun, namespace_for, server_error};
 use crate::cli::FileArgs;
 use crate::connection::Connection;
-use crate::manifest::read_all;
+use crate::manifest::read_documents;
 use crate::output::{self, Format};
+use crate::three_way::{self, LAST_APPLIED};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
@@ -22,43 +25,38 @@ pub enum Mode {
     Create,
 }
 
-pub async fn apply(connection: &Connection, explicit_namespace: bool, args: &FileArgs, mode: Mode) -> Result<()> {
-    let dry_run = match args.dry_run.as_str() {
-        "none" | "" => false,
-        "server" => true,
-        other => anyhow::bail!("--dry-run must be \"none\" or \"server\", not \"{other}\""),
-    };
+pub async fn apply(connection: &Connection, args: &FileArgs, mode: Mode) -> Result<()> {
+    let dry_run = DryRun::parse(&args.dry_run)?;
     let format = Format::parse(args.output.as_deref())?;
-    let manifests = read_all(&args.filename, args.recursive)?;
-    let client = &connection.client;
+    let documents = read_documents(&args.filename, args.recursive)?;
     let mut failures = 0;
     let mut results = Vec::new();
-    for manifest in manifests {
+    for document in documents {
+        let manifest = match document {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                failures += 1;
+                eprintln!("error: {e}");
+                continue;
+            }
+        };
         let object = &manifest.object;
         let info = object.info;
-        let meta: ObjectMeta = object.metadata();
-        let namespace = namespace_for(info, &meta.namespace, &connection.namespace, explicit_namespace)?;
+        let meta = object.metadata();
         let outcome = async {
-            if mode == Mode::Apply && !meta.name.is_empty() {
-                match client.get(info, &namespace, &meta.name).await {
-                    Ok(live) => {
-                        return update(connection, object, &namespace, &meta.name, live, dry_run).await;
-                    }
-                    Err(e) if e.is(Reason::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+            let namespace = namespace_for(info, &meta.namespace, &connection.namespace, connection.explicit_namespace)?;
+            match mode {
+                Mode::Apply => apply_one(connection, object, &namespace, dry_run).await,
+                Mode::Create => create(connection, object, &namespace, dry_run).await,
             }
-            let created = client.create(info, &namespace, object.bytes.clone(), dry_run).await?;
-            Ok::<_, anyhow::Error>((DynamicObject::new(info, created), "created"))
         }
         .await;
         match outcome {
             Ok((result, verb)) => {
                 let name = result.metadata().name;
                 match format {
-                    Format::Table => {
-                        let suffix = if dry_run { " (server dry run)" } else { "" };
-                        println!("{} {verb}{suffix}", output::name_of(info, &name));
+                    Format::Table | Format::Wide => {
+                        println!("{} {verb}{}", output::name_of(info, &name), dry_run.suffix())
                     }
                     Format::Name => println!("{}", output::name_of(info, &name)),
                     _ => results.push(result),
@@ -66,68 +64,115 @@ pub async fn apply(connection: &Connection, explicit_namespace: bool, args: &Fil
             }
             Err(e) => {
                 failures += 1;
-                eprintln!("error: {}: {} \"{}\": {e:#}", manifest.source, info.kind, meta.name);
+                let what = format!("{} \"{}\"", info.kind, meta.name);
+                match e.downcast_ref::<proto::ApiError>() {
+                    Some(api) => eprintln!("{}\n  (applying {what} from {})", server_error(api), manifest.source),
+                    None => eprintln!("error: {}: {what}: {e:#}", manifest.source),
+                }
             }
         }
     }
     if !results.is_empty() {
-        print!("{}", output::document(&results, format, false));
+        print!("{}", output::document(&results, &format, results.len() > 1));
     }
     if failures > 0 {
-        anyhow::bail!("{failures} object(s) failed");
+        anyhow::bail!("{failures} object(s) failed; the others were applied");
     }
     Ok(())
 }
 
-async fn update(
+async fn create(
     connection: &Connection,
     object: &DynamicObject,
     namespace: &str,
-    name: &str,
-    live: bytes::Bytes,
-    dry_run: bool,
+    dry_run: DryRun,
 ) -> Result<(DynamicObject, &'static str)> {
-    let info = object.info;
-    let live = DynamicObject::new(info, live);
-    let mut wanted = object.to_json();
-    if let Json::Object(fields) = &mut wanted {
-        fields.remove("apiVersion");
-        fields.remove("kind");
+    if dry_run == DryRun::Client {
+        return Ok((object.clone(), "created"));
+    }
+    let created = connection.client.create(object.info, namespace, object.bytes.clone(), dry_run == DryRun::Server).await?;
+    Ok((DynamicObject::new(object.info, created), "created"))
+}
+
+/// The manifest as JSON, without what apply never sends (status) and without the
+/// last-applied annotation itself.
+fn manifest_json(object: &DynamicObject) -> Json {
+    let mut value = object.to_json();
+    if let Json::Object(fields) = &mut value {
         fields.remove("status");
     }
-    if contains(&live.to_json(), &wanted) {
+    if let Some(annotations) = value.pointer_mut("/metadata/annotations").and_then(Json::as_object_mut) {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty()
+            && let Some(meta) = value.pointer_mut("/metadata").and_then(Json::as_object_mut)
+        {
+            meta.remove("annotations");
+        }
+    }
+    value
+}
+
+/// The manifest with its own JSON in the last-applied annotation, as kubectl saves it.
+fn with_last_applied(manifest: &Json) -> Json {
+    let mut modified = manifest.clone();
+    let saved = format!("{manifest}\n");
+    if !modified.get("metadata").is_some_and(Json::is_object) {
+        modified["metadata"] = json!({});
+    }
+    let meta = &mut modified["metadata"];
+    if !meta.get("annotations").is_some_and(Json::is_object) {
+        meta["annotations"] = json!({});
+    }
+    meta["annotations"][LAST_APPLIED] = Json::String(saved);
+    modified
+}
+
+async fn apply_one(
+    connection: &Connection,
+    object: &DynamicObject,
+    namespace: &str,
+    dry_run: DryRun,
+) -> Result<(DynamicObject, &'static str)> {
+    let info = object.info;
+    let manifest = manifest_json(object);
+    let modified = with_last_applied(&manifest);
+    let name = object.metadata().name;
+    if name.is_empty() {
+        anyhow::bail!("apply needs metadata.name (generateName works only with create)");
+    }
+    let live = match connection.client.get(info, namespace, &name).await {
+        Ok(live) => DynamicObject::new(info, live),
+        Err(e) if e.is(Reason::NotFound) => {
+            let with_annotation = decode_object(&modified).context("re-encoding the manifest")?;
+            return create(connection, &with_annotation, namespace, dry_run).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let current = live.to_json();
+    let original = live
+        .metadata()
+        .annotations
+        .get(LAST_APPLIED)
+        .and_then(|text| serde_json::from_str::<Json>(text).ok())
+        .unwrap_or_else(|| json!({}));
+    let mut patch = three_way::patch(&original, &modified, &current);
+    if let Json::Object(fields) = &mut patch {
+        // The type is fixed by the URL-equivalent resource; status is the controllers'.
+        for key in ["apiVersion", "kind", "status"] {
+            fields.remove(key);
+        }
+    }
+    if patch.as_object().is_some_and(|p| p.is_empty()) {
         return Ok((live, "unchanged"));
     }
-    let patch = serde_json::to_vec(&wanted).context("encoding the patch")?;
-    let patched =
-        connection.client.patch(info, namespace, name, client::PatchType::Merge, &patch, dry_run, false).await?;
+    if dry_run == DryRun::Client {
+        let merged = three_way::merge(&current, &patch);
+        return Ok((decode_object(&merged).context("merging the manifest")?, "configured"));
+    }
+    let body = serde_json::to_vec(&patch).context("encoding the patch")?;
+    let patched = connection
+        .client
+        .patch(info, namespace, &name, PatchType::Merge, &body, dry_run == DryRun::Server, false)
+        .await?;
     Ok((DynamicObject::new(info, patched), "configured"))
-}
-
-/// Whether `live` holds every field of `wanted` with the same value.
-fn contains(live: &Json, wanted: &Json) -> bool {
-    match (live, wanted) {
-        (Json::Object(live), Json::Object(wanted)) => {
-            wanted.iter().all(|(key, value)| live.get(key).is_some_and(|l| contains(l, value)))
-        }
-        (Json::Array(live), Json::Array(wanted)) => {
-            live.len() == wanted.len() && live.iter().zip(wanted).all(|(l, w)| contains(l, w))
-        }
-        (live, wanted) => live == wanted,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::contains;
-    use serde_json::json;
-
-    #[test]
-    fn a_live_object_with_server_fields_still_contains_the_manifest() {
-        let live = json!({"metadata": {"name": "a", "uid": "u"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
-        assert!(contains(&live, &json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}})));
-        assert!(!contains(&live, &json!({"spec": {"ports": [{"port": 81}]}})));
-        assert!(!contains(&live, &json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}})));
-        assert!(!contains(&live, &json!({"spec": {"selector": {"app": "x"}}})));
-    }
 }

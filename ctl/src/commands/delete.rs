@@ -5,12 +5,14 @@ use client::ListParams;
 use proto::meta::v1::DeleteOptions;
 use proto::{DynamicObject, KindInfo, Reason};
 
-use super::{kind, namespace_for};
+use super::wait::wait_deleted;
+use super::{kind, namespace_for, parse_duration, server_error};
 use crate::cli::DeleteArgs;
 use crate::connection::Connection;
 use crate::manifest::read_all;
 
-pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &DeleteArgs) -> Result<()> {
+pub async fn delete(connection: &Connection, args: &DeleteArgs) -> Result<()> {
+    let explicit_namespace = connection.explicit_namespace;
     let propagation = match args.cascade.as_str() {
         "background" | "true" => "Background",
         "foreground" => "Foreground",
@@ -19,7 +21,28 @@ pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &De
             anyhow::bail!("invalid --cascade \"{other}\": use background, foreground or orphan")
         }
     };
-    let grace = if args.now { Some(1) } else { args.grace_period.filter(|g| *g >= 0) };
+    let grace = if args.now {
+        Some(1)
+    } else if args.force && args.grace_period.is_none() {
+        Some(0)
+    } else {
+        args.grace_period.filter(|g| *g >= 0)
+    };
+    if grace == Some(0) && !args.force {
+        anyhow::bail!("--grace-period=0 removes the object at once only with --force (the process may keep running)");
+    }
+    if args.force {
+        eprintln!("Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.");
+    }
+    let wait_for_removal = match args.wait.as_str() {
+        "true" => true,
+        "false" => false,
+        other => anyhow::bail!("invalid --wait \"{other}\": use true or false"),
+    };
+    let timeout = match &args.timeout {
+        Some(t) => Some(parse_duration(t)?),
+        None => None,
+    };
     let options = DeleteOptions {
         grace_period_seconds: grace,
         propagation_policy: propagation.to_string(),
@@ -44,20 +67,22 @@ pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &De
                     anyhow::bail!("\"{arg}\": give every object as KIND/NAME once one is");
                 };
                 let info = kind(kind_name)?;
-                targets.push((info, scoped(info, &connection.namespace), name.to_string()));
+                targets.push((info, connection.scoped(info), name.to_string()));
             }
         } else {
             let info = kind(first)?;
-            let ns = scoped(info, &connection.namespace);
+            let ns = connection.scoped(info);
             if args.args.len() == 1 {
-                if args.selector.is_empty() {
+                if args.selector.is_empty() && !args.all {
                     anyhow::bail!(
-                        "resource(s) were provided, but no name was specified: give names, -l SELECTOR, or -f FILE"
+                        "resource(s) were provided, but no name was specified: give names, -l SELECTOR, --all, or -f FILE"
                     );
                 }
-                let list = connection.client.list(info, &ns, &ListParams::labels(&args.selector)).await?;
+                let list_ns = connection.list_namespace(info);
+                let list = connection.client.list(info, &list_ns, &ListParams::labels(&args.selector)).await?;
                 for bytes in list.items {
-                    targets.push((info, ns.clone(), DynamicObject::new(info, bytes).metadata().name));
+                    let meta = DynamicObject::new(info, bytes).metadata();
+                    targets.push((info, meta.namespace, meta.name));
                 }
                 if targets.is_empty() {
                     eprintln!("No resources found");
@@ -74,13 +99,28 @@ pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &De
     }
 
     let mut failures = 0;
+    let mut pending = Vec::new();
     for (info, namespace, name) in targets {
         match connection.client.delete(info, &namespace, &name, options.clone()).await {
-            Ok(_) => println!("{} \"{name}\" deleted", info.qualified_singular()),
+            Ok((bytes, removed)) => {
+                println!("{} \"{name}\" deleted", info.qualified_singular());
+                if !removed {
+                    pending.push((info, namespace, name, DynamicObject::new(info, bytes).metadata().uid));
+                }
+            }
             Err(e) if e.is(Reason::NotFound) && args.ignore_not_found => {}
             Err(e) => {
                 failures += 1;
-                eprintln!("Error from server ({}): {}", e.reason().as_str(), e.message());
+                eprintln!("{}", server_error(&e));
+            }
+        }
+    }
+    if wait_for_removal {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        for (info, namespace, name, uid) in pending {
+            if !wait_deleted(connection, info, &namespace, &name, &uid, deadline).await? {
+                failures += 1;
+                eprintln!("error: timed out waiting for {} \"{name}\" to be removed", info.qualified_singular());
             }
         }
     }
@@ -88,8 +128,4 @@ pub async fn delete(connection: &Connection, explicit_namespace: bool, args: &De
         anyhow::bail!("{failures} object(s) could not be deleted");
     }
     Ok(())
-}
-
-fn scoped(info: &KindInfo, namespace: &str) -> String {
-    if info.namespaced { namespace.to_string() } else { String::new() }
 }

@@ -1,13 +1,16 @@
-//! `get`: by kind and name, by selector, in one namespace or all.
+//! `get`: by kind and name, by selector, in one namespace or all; tables, documents,
+//! names, JSONPath, custom columns; `-w` to follow changes.
 
 use anyhow::Result;
-use client::ListParams;
-use proto::{DynamicObject, KindInfo};
+use client::client::next_event;
+use client::{ListParams, RawEvent};
+use proto::{DynamicObject, KindInfo, Reason};
+use serde_json::Value as Json;
 
-use super::kind;
+use super::{kind, server_error};
 use crate::cli::GetArgs;
 use crate::connection::Connection;
-use crate::output::{self, Format};
+use crate::output::{self, Format, TableOptions};
 
 /// What one `get` asks for: per kind, the names (empty: list them all).
 fn requests(args: &[String]) -> Result<Vec<(&'static KindInfo, Vec<String>)>> {
@@ -27,7 +30,14 @@ fn requests(args: &[String]) -> Result<Vec<(&'static KindInfo, Vec<String>)>> {
         }
         return Ok(requests);
     }
-    let kinds = args[0].split(',').filter(|k| !k.is_empty()).map(kind).collect::<Result<Vec<_>>>()?;
+    let mut kinds = Vec::new();
+    for name in args[0].split(',').filter(|k| !k.is_empty()) {
+        if name == "all" {
+            kinds.extend(proto::KINDS.iter().copied().filter(|k| k.categories.contains(&"all")));
+        } else {
+            kinds.push(kind(name)?);
+        }
+    }
     let names: Vec<String> = args[1..].to_vec();
     if kinds.len() > 1 && !names.is_empty() {
         anyhow::bail!("names cannot follow several kinds; use KIND/NAME pairs instead");
@@ -38,14 +48,18 @@ fn requests(args: &[String]) -> Result<Vec<(&'static KindInfo, Vec<String>)>> {
 pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
     let format = Format::parse(args.output.as_deref())?;
     let requests = requests(&args.args)?;
+    if (args.watch || args.watch_only) && requests.len() != 1 {
+        anyhow::bail!("you may only watch one kind at a time (ctl get KIND -w)");
+    }
     let client = &connection.client;
-    let namespace = if args.all_namespaces { String::new() } else { connection.namespace.clone() };
     let several = requests.len() > 1;
     let mut all = Vec::new();
-    let mut tables = Vec::new();
+    let mut blocks = Vec::new();
     let mut errors = Vec::new();
+    let mut list_version = String::new();
     for (info, names) in &requests {
-        let ns = if info.namespaced { namespace.as_str() } else { "" };
+        let ns = connection.list_namespace(info);
+        let ns_for_names = connection.scoped(info);
         let mut objects = Vec::new();
         if names.is_empty() {
             let params = ListParams {
@@ -53,25 +67,35 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
                 field_selector: args.field_selector.clone(),
                 ..Default::default()
             };
-            let list = client.list(info, ns, &params).await?;
+            let list = client.list(info, &ns, &params).await?;
+            list_version = list.resource_version;
             objects.extend(list.items.into_iter().map(|bytes| DynamicObject::new(info, bytes)));
         } else {
             for name in names {
-                match client.get(info, ns, name).await {
+                match client.get(info, &ns_for_names, name).await {
                     Ok(bytes) => objects.push(DynamicObject::new(info, bytes)),
-                    Err(e) => errors.push(format!("Error from server ({}): {}", e.reason().as_str(), e.message())),
+                    Err(e) if e.is(Reason::NotFound) && args.ignore_not_found => {}
+                    Err(e) => errors.push(server_error(&e)),
                 }
             }
         }
-        match format {
+        if args.watch_only {
+            continue;
+        }
+        let values: Vec<Json> = objects.iter().map(DynamicObject::to_json).collect();
+        match &format {
             Format::Table | Format::Wide if !objects.is_empty() => {
-                let options = output::TableOptions {
-                    with_namespace: args.all_namespaces && info.namespaced,
+                let options = TableOptions {
+                    with_namespace: connection.all_namespaces && info.namespaced,
                     wide: format == Format::Wide,
                     show_labels: args.show_labels,
                     kind_prefix: several,
+                    headers: !args.no_headers,
                 };
-                tables.push(output::table(info, &objects, options));
+                blocks.push(output::align(&output::table_rows(info, &values, options)));
+            }
+            Format::CustomColumns(columns) if !objects.is_empty() => {
+                blocks.push(output::align(&output::custom_rows(columns, &values, !args.no_headers)));
             }
             Format::Name => {
                 for object in &objects {
@@ -82,21 +106,24 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
         }
         all.extend(objects);
     }
-    match format {
-        Format::Yaml | Format::Json => {
-            let single = requests.len() == 1 && requests[0].1.len() == 1;
-            if !all.is_empty() || !single {
-                print!("{}", output::document(&all, format, !single));
+    if !args.watch_only {
+        match &format {
+            f if f.is_document() => {
+                let single = requests.len() == 1 && requests[0].1.len() == 1;
+                if !all.is_empty() || !single {
+                    print!("{}", output::document(&all, f, !single));
+                }
             }
+            Format::Name => {}
+            _ => print!("{}", blocks.join("\n")),
         }
-        Format::Table | Format::Wide => print!("{}", tables.join("\n")),
-        Format::Name => {}
-    }
-    if all.is_empty() && errors.is_empty() && requests.iter().all(|(_, names)| names.is_empty()) {
-        if args.all_namespaces || requests.iter().all(|(info, _)| !info.namespaced) {
-            eprintln!("No resources found");
-        } else {
-            eprintln!("No resources found in {namespace} namespace.");
+        let listed = requests.iter().all(|(_, names)| names.is_empty());
+        if all.is_empty() && errors.is_empty() && listed && !args.watch {
+            if connection.all_namespaces || requests.iter().all(|(info, _)| !info.namespaced) {
+                eprintln!("No resources found");
+            } else {
+                eprintln!("No resources found in {} namespace.", connection.namespace);
+            }
         }
     }
     if !errors.is_empty() {
@@ -105,5 +132,63 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
         }
         anyhow::bail!("{} object(s) not found or not readable", errors.len());
     }
+    if args.watch || args.watch_only {
+        let (info, names) = &requests[0];
+        let headers = all.is_empty() && !args.no_headers;
+        return watch(connection, args, &format, info, names, &list_version, headers).await;
+    }
     Ok(())
+}
+
+/// Prints every change after `from` until interrupted: one row per event for tables,
+/// one document per event otherwise.
+async fn watch(
+    connection: &Connection,
+    args: &GetArgs,
+    format: &Format,
+    info: &'static KindInfo,
+    names: &[String],
+    from: &str,
+    mut headers: bool,
+) -> Result<()> {
+    let mut field_selector = args.field_selector.clone();
+    if let [name] = names {
+        let by_name = format!("metadata.name={name}");
+        field_selector = if field_selector.is_empty() { by_name } else { format!("{field_selector},{by_name}") };
+    }
+    let params = ListParams { label_selector: args.selector.clone(), field_selector, ..Default::default() };
+    let ns = if names.is_empty() { connection.list_namespace(info) } else { connection.scoped(info) };
+    let mut events = connection.client.watch(info, &ns, &params, from, false).await?;
+    while let Some(event) = next_event(&mut events).await {
+        let bytes = match event? {
+            RawEvent::Added(b) | RawEvent::Modified(b) | RawEvent::Deleted(b) => b,
+            RawEvent::Bookmark(_) => continue,
+        };
+        let object = DynamicObject::new(info, bytes);
+        if names.len() > 1 && !names.contains(&object.metadata().name) {
+            continue;
+        }
+        let value = object.to_json();
+        let text = match format {
+            Format::Table | Format::Wide => {
+                let options = TableOptions {
+                    with_namespace: connection.all_namespaces && info.namespaced,
+                    wide: *format == Format::Wide,
+                    show_labels: args.show_labels,
+                    kind_prefix: false,
+                    headers,
+                };
+                output::align(&output::table_rows(info, &[value], options))
+            }
+            Format::CustomColumns(columns) => output::align(&output::custom_rows(columns, &[value], headers)),
+            Format::Name => format!("{}\n", output::name_of(info, &object.metadata().name)),
+            Format::Yaml => format!("---\n{}", output::render_value(&value, format)),
+            other => output::render_value(&value, other),
+        };
+        headers = false;
+        print!("{text}");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+    anyhow::bail!("the watch was closed by the server")
 }
