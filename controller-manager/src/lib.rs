@@ -9,5 +9,6 @@ pub mod controllers;
 pub mod expectations;
 pub mod ownership;
 pub mod pods;
+pub mod revisions;
 pub mod tasks;
 pub mod tolerations;

@@ -9,6 +9,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
         replicaset::ReplicaSetController::<ReplicationController>::new(ctx.clone()).run(workers),
         endpoints::EndpointsController::new(ctx.clone()).run(workers),
         deployment::DeploymentController::new(ctx.clone()).run(workers),
+        statefulset::StatefulSetController::new(ctx.clone()).run(workers),
         namespace::NamespaceController::new(ctx.clone()).run(2),
         job::JobController::new(
             ctx.clone(),
