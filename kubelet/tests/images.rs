@@ -1,0 +1,455 @@
+//! The image store against real archives and a real registry: images built by
+//! deploy/images/build-test-images.sh imported from OCI archives, a `docker save`
+//! archive with whiteouts checked through a real overlay mount, pulls from Debian's
+//! docker-registry on loopback through a mirror mapping, and what must be refused
+//! (tampered blobs, bad references, Never without the image).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kubelet::images::{
+    ImageError, ImageStore, PullPolicy, RegistryAuth, RegistryConfig, RegistryHost, is_opaque, is_whiteout,
+};
+use sha2::Digest as _;
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// The test images, built by the project's script into a temp dir removed on drop.
+struct TestImages(tempfile::TempDir);
+
+impl TestImages {
+    fn build() -> TestImages {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/build-test-images.sh");
+        let output = Command::new("bash").arg(&script).arg(dir.path()).output().expect("run build-test-images.sh");
+        assert!(
+            output.status.success(),
+            "build-test-images.sh failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        TestImages(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
+
+fn open_store(root: &Path, registries: RegistryConfig) -> ImageStore {
+    ImageStore::open(root, registries).expect("open the image store")
+}
+
+fn blob_count(root: &Path) -> usize {
+    fs::read_dir(root.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn imports_the_built_oci_archives_sharing_layers() {
+    let images = TestImages::build();
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), RegistryConfig::default());
+
+    let refs = store.import_archive(&images.join("busybox.oci.tar")).await.unwrap();
+    assert_eq!(refs, vec!["docker.io/rudder/busybox:test".to_string()]);
+    let busybox = store.ensure("rudder/busybox:test", PullPolicy::Never, &[]).await.unwrap();
+    assert_eq!(busybox.reference, "docker.io/rudder/busybox:test");
+    assert_eq!(busybox.config.cmd, vec!["sh"]);
+    assert!(busybox.config.env.iter().any(|e| e.starts_with("PATH=") && e.contains("/bin")));
+    assert_eq!(busybox.layers.len(), 1);
+    let layer = &busybox.layers[0];
+    assert!(layer.join("bin/busybox").is_file());
+    assert_eq!(fs::read_link(layer.join("bin/sh")).unwrap(), Path::new("busybox"));
+    assert!(fs::read_to_string(layer.join("etc/passwd")).unwrap().starts_with("root:x:0:0:"));
+
+    let refs = store.import_archive(&images.join("httpd.oci.tar")).await.unwrap();
+    assert_eq!(refs, vec!["docker.io/rudder/httpd:test".to_string()]);
+    let httpd = store.ensure("docker.io/rudder/httpd:test", PullPolicy::Never, &[]).await.unwrap();
+    assert_eq!(httpd.config.cmd, vec!["/usr/local/bin/serve-hostname"]);
+    assert_eq!(httpd.layers.len(), 2);
+    // The busybox layer is unpacked once and shared.
+    assert_eq!(httpd.layers[0], busybox.layers[0]);
+    assert!(httpd.layers[1].join("usr/local/bin/serve-hostname").is_file());
+    assert_ne!(httpd.id, busybox.id);
+
+    // The image ID is the digest of the config blob as stored.
+    let config_path = root.path().join("blobs/sha256").join(httpd.id.trim_start_matches("sha256:"));
+    assert_eq!(sha256(&fs::read(config_path).unwrap()), httpd.id);
+    assert!(httpd.repo_digest().starts_with("docker.io/rudder/httpd@sha256:"));
+
+    // A reopened store knows the images without importing again.
+    drop(store);
+    let store = open_store(root.path(), RegistryConfig::default());
+    let mut listed: Vec<String> = store.list().unwrap().into_iter().map(|i| i.reference).collect();
+    listed.sort();
+    assert_eq!(listed, vec!["docker.io/rudder/busybox:test", "docker.io/rudder/httpd:test"]);
+    let again = store.ensure("rudder/httpd:test", PullPolicy::IfNotPresent, &[]).await.unwrap();
+    assert_eq!(again, httpd);
+
+    // Garbage collection keeps what is in use (and the layers it shares), then the rest goes.
+    let report = store.remove_unused(&HashSet::from(["rudder/httpd:test".to_string()])).await.unwrap();
+    assert_eq!(report.removed_images, vec!["docker.io/rudder/busybox:test".to_string()]);
+    assert!(httpd.layers[0].is_dir(), "the shared layer stays while httpd uses it");
+    let gone = store.ensure("rudder/busybox:test", PullPolicy::Never, &[]).await.unwrap_err();
+    assert!(matches!(gone, ImageError::NeverPull { .. }), "{gone}");
+    let report = store.remove_unused(&HashSet::new()).await.unwrap();
+    assert_eq!(report.removed_images, vec!["docker.io/rudder/httpd:test".to_string()]);
+    assert!(report.freed_bytes > 1_000_000, "freed {}", report.freed_bytes);
+    assert_eq!(blob_count(root.path()), 0);
+    assert_eq!(fs::read_dir(root.path().join("layers/sha256")).unwrap().count(), 0);
+    assert!(store.disk_usage_percent().unwrap() <= 100);
+}
+
+/// Entries of a tar built in memory.
+enum Entry<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+}
+
+fn tar_of(entries: &[Entry]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        match entry {
+            Entry::Dir(path) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder.append_data(&mut header, path, &[][..]).unwrap();
+            }
+            Entry::File(path, data) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(data.len() as u64);
+                builder.append_data(&mut header, path, *data).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    out
+}
+
+/// Unmounts an overlay however the test ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn imports_docker_save_archives_and_honours_whiteouts_in_an_overlay() {
+    // Lower layer (uncompressed): files that the upper layer deletes or hides.
+    let lower = tar_of(&[
+        Entry::Dir("etc/"),
+        Entry::File("etc/keep", b"kept\n"),
+        Entry::File("etc/gone", b"deleted by a whiteout\n"),
+        Entry::Dir("data/"),
+        Entry::File("data/old", b"hidden by an opaque dir\n"),
+    ]);
+    // Upper layer (gzip): a whiteout, an opaque marker, and a new file.
+    let upper = gzip(&tar_of(&[
+        Entry::Dir("etc/"),
+        Entry::File("etc/.wh.gone", b""),
+        Entry::Dir("data/"),
+        Entry::File("data/.wh..wh..opq", b""),
+        Entry::File("data/new", b"new\n"),
+    ]));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/bin/app"], "Cmd": ["--flag"], "Env": ["A=1"], "WorkingDir": "/data", "User": "65534:65534"},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&lower), sha256(&gunzip(&upper))]},
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", sha256(&config_bytes).trim_start_matches("sha256:"));
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["example.org/test/whiteouts:1", "whiteouts:latest"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar"],
+    }]);
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let archive = tar_of(&[
+        Entry::File("manifest.json", &manifest_bytes),
+        Entry::File(&config_name, &config_bytes),
+        Entry::Dir("aaa/"),
+        Entry::File("aaa/layer.tar", &lower),
+        Entry::Dir("bbb/"),
+        Entry::File("bbb/layer.tar", &upper),
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    // `docker save | gzip` archives are read as well.
+    let archive_path = work.path().join("whiteouts.tar.gz");
+    fs::write(&archive_path, gzip(&archive)).unwrap();
+
+    let root = work.path().join("store");
+    let store = open_store(&root, RegistryConfig::default());
+    let refs = store.import_archive(&archive_path).await.unwrap();
+    assert_eq!(refs, vec!["example.org/test/whiteouts:1", "docker.io/library/whiteouts:latest"]);
+    let image = store.ensure("example.org/test/whiteouts:1", PullPolicy::Never, &[]).await.unwrap();
+    assert_eq!(image.id, sha256(&config_bytes));
+    assert_eq!(image.config.entrypoint, vec!["/bin/app"]);
+    assert_eq!(image.config.cmd, vec!["--flag"]);
+    assert_eq!(image.config.env, vec!["A=1"]);
+    assert_eq!(image.config.working_dir, "/data");
+    assert_eq!(image.config.user, "65534:65534");
+    let [lower_dir, upper_dir] = &image.layers[..] else { panic!("two layers: {:?}", image.layers) };
+    assert_eq!(fs::read_to_string(lower_dir.join("etc/gone")).unwrap(), "deleted by a whiteout\n");
+    assert!(is_whiteout(&upper_dir.join("etc/gone")), "etc/.wh.gone became a 0/0 char device");
+    assert!(!upper_dir.join("etc/.wh.gone").exists());
+    assert!(is_opaque(&upper_dir.join("data")), "data/ carries trusted.overlay.opaque");
+    assert!(!upper_dir.join("data/.wh..wh..opq").exists());
+    assert!(!is_opaque(&lower_dir.join("data")));
+
+    // The kernel reads them as intended when the layers are overlay lower dirs.
+    let target = work.path().join("merged");
+    fs::create_dir(&target).unwrap();
+    let options = format!("lowerdir={}:{}", upper_dir.display(), lower_dir.display());
+    nix::mount::mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(options.as_str()),
+    )
+    .expect("mount an overlay of the two layers");
+    let _mounted = Mounted(target.clone());
+    assert_eq!(fs::read_to_string(target.join("etc/keep")).unwrap(), "kept\n");
+    assert!(!target.join("etc/gone").exists(), "the whiteout deletes etc/gone");
+    assert!(!target.join("data/old").exists(), "the opaque dir hides data/old");
+    assert_eq!(fs::read_to_string(target.join("data/new")).unwrap(), "new\n");
+}
+
+#[tokio::test]
+async fn tampered_archives_and_bad_references_are_refused() {
+    let images = TestImages::build();
+    let work = tempfile::tempdir().unwrap();
+    // Flip one byte of the big layer blob inside the OCI archive.
+    let unpacked = work.path().join("unpacked");
+    tar::Archive::new(fs::File::open(images.join("busybox.oci.tar")).unwrap()).unpack(&unpacked).unwrap();
+    let blobs = unpacked.join("blobs/sha256");
+    let biggest = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&biggest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&biggest, bytes).unwrap();
+    let tampered = work.path().join("tampered.tar");
+    let mut builder = tar::Builder::new(fs::File::create(&tampered).unwrap());
+    builder.append_dir_all(".", &unpacked).unwrap();
+    builder.finish().unwrap();
+
+    let root = work.path().join("store");
+    let store = open_store(&root, RegistryConfig::default());
+    let err = store.import_archive(&tampered).await.unwrap_err().to_string();
+    assert!(err.contains("failed verification") || err.contains("not the expected"), "{err}");
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0, "the unpacked archive is cleaned up");
+
+    let not_an_archive = work.path().join("junk.tar");
+    fs::write(&not_an_archive, b"this is not a tar file at all").unwrap();
+    let err = store.import_archive(&not_an_archive).await.unwrap_err().to_string();
+    assert!(err.contains("neither") || err.contains("not a readable tar"), "{err}");
+
+    for (image, why) in [
+        ("Busybox", "must be lowercase"),
+        ("busybox:", "tag"),
+        ("busybox@sha256:1234", "64 lowercase hex"),
+        ("my registry/x", "whitespace"),
+        ("", "empty"),
+    ] {
+        let err = store.ensure(image, PullPolicy::IfNotPresent, &[]).await.unwrap_err();
+        assert!(matches!(err, ImageError::Invalid { .. }), "{image:?}: {err}");
+        assert!(err.to_string().contains(why), "{image:?}: {err}");
+    }
+    let err = store.ensure("example.org/absent:1", PullPolicy::Never, &[]).await.unwrap_err();
+    assert!(matches!(err, ImageError::NeverPull { .. }));
+    assert!(err.to_string().contains("imagePullPolicy is Never"), "{err}");
+}
+
+/// Debian's docker-registry serving on a free loopback port from a temp dir; killed
+/// (by testkit's Daemon) and removed when dropped.
+struct Registry {
+    daemon: testkit::Daemon,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    async fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("127.0.0.1:{}", testkit::free_port());
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n  secret: rudder-test\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let program = which("docker-registry");
+        let daemon = testkit::Daemon::spawn(
+            "docker-registry",
+            &program,
+            &["serve".to_string(), config.display().to_string()],
+            &dir.path().join("registry.log"),
+        )
+        .expect("start docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = testkit::http_get(&address, "/v2/").await {
+                break;
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not answer on {address}: {}", daemon.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Registry { daemon, address, dir }
+    }
+
+    /// Pushes an OCI archive's image `archive_ref` with skopeo as `repository:tag`.
+    fn push(&self, archive: &Path, archive_ref: &str, repository_tag: &str) {
+        let output = Command::new(which("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}:{archive_ref}", archive.display()))
+            .arg(format!("docker://{}/{repository_tag}", self.address))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            output.status.success(),
+            "skopeo copy failed: {}\nregistry log: {}",
+            String::from_utf8_lossy(&output.stderr),
+            self.daemon.log_tail()
+        );
+    }
+
+    /// The registry's stored file for blob `digest`.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    }
+
+    /// Settings mapping `mydocker.io:5000` (as in the zhidan manifests) to this registry.
+    fn mirrored(&self) -> RegistryConfig {
+        RegistryConfig {
+            registries: vec![RegistryHost {
+                host: "mydocker.io:5000".into(),
+                mirror: Some(self.address.clone()),
+                insecure: true,
+                ca_file: None,
+            }],
+        }
+    }
+}
+
+fn which(program: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]) {
+        let path = Path::new(dir).join(program);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!("{program} is not installed: run deploy/install-deps.sh (Debian package {program})");
+}
+
+#[tokio::test]
+async fn pulls_from_a_loopback_registry_through_a_mirror_mapping() {
+    let images = TestImages::build();
+    let registry = Registry::start().await;
+    registry.push(&images.join("httpd.oci.tar"), "rudder/httpd:test", "zhidan-web:0.1");
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), registry.mirrored());
+    // The registry asks for no credentials; offering some must not get in the way.
+    let auth = [RegistryAuth { registry: "mydocker.io:5000".into(), username: "u".into(), password: "p".into() }];
+
+    let image = store.ensure("mydocker.io:5000/zhidan-web:0.1", PullPolicy::IfNotPresent, &auth).await.unwrap();
+    assert_eq!(image.reference, "mydocker.io:5000/zhidan-web:0.1");
+    assert_eq!(image.config.cmd, vec!["/usr/local/bin/serve-hostname"]);
+    assert_eq!(image.layers.len(), 2);
+    assert!(image.layers[0].join("bin/busybox").is_file());
+    assert!(image.layers[1].join("usr/local/bin/serve-hostname").is_file());
+    assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+
+    // Present now: Never finds it, and so does a reference by manifest digest.
+    let again = store.ensure("mydocker.io:5000/zhidan-web:0.1", PullPolicy::Never, &[]).await.unwrap();
+    assert_eq!(again.id, image.id);
+    let pinned = format!("mydocker.io:5000/zhidan-web@{}", image.manifest_digest);
+    assert_eq!(store.ensure(&pinned, PullPolicy::Never, &[]).await.unwrap().id, image.id);
+
+    // The tag moves to another image: IfNotPresent keeps what is here, Always re-resolves.
+    registry.push(&images.join("busybox.oci.tar"), "rudder/busybox:test", "zhidan-web:0.1");
+    let kept = store.ensure("mydocker.io:5000/zhidan-web:0.1", PullPolicy::IfNotPresent, &[]).await.unwrap();
+    assert_eq!(kept.id, image.id);
+    let moved = store.ensure("mydocker.io:5000/zhidan-web:0.1", PullPolicy::Always, &[]).await.unwrap();
+    assert_ne!(moved.id, image.id);
+    assert_eq!(moved.config.cmd, vec!["sh"]);
+    assert_eq!(moved.layers, vec![image.layers[0].clone()], "the shared busybox layer is reused");
+
+    // What the registry does not have: its own error, with the image named.
+    let err = store.ensure("mydocker.io:5000/zhidan-web:9.9", PullPolicy::IfNotPresent, &[]).await.unwrap_err();
+    assert!(matches!(err, ImageError::Pull { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("mydocker.io:5000/zhidan-web:9.9") && message.contains("404"), "{message}");
+    assert!(message.contains("MANIFEST_UNKNOWN"), "{message}");
+}
+
+#[tokio::test]
+async fn a_blob_that_does_not_match_its_digest_is_rejected() {
+    let images = TestImages::build();
+    let registry = Registry::start().await;
+    registry.push(&images.join("busybox.oci.tar"), "rudder/busybox:test", "rudder/busybox:test");
+    // Learn the layer's digest from an import of the same archive.
+    let probe_root = tempfile::tempdir().unwrap();
+    let probe = open_store(probe_root.path(), RegistryConfig::default());
+    let refs = probe.import_archive(&images.join("busybox.oci.tar")).await.unwrap();
+    let local = probe.ensure(&refs[0], PullPolicy::Never, &[]).await.unwrap();
+    let manifest_file =
+        probe_root.path().join("blobs/sha256").join(local.manifest_digest.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(manifest_file).unwrap()).unwrap();
+    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    // Corrupt it in the registry's storage: same size, one byte flipped.
+    let blob = registry.blob_file(&layer_digest);
+    let mut bytes = fs::read(&blob).expect("the registry stores the layer blob");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    fs::write(&blob, bytes).unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), registry.mirrored());
+    let err = store.ensure("mydocker.io:5000/rudder/busybox:test", PullPolicy::Always, &[]).await.unwrap_err();
+    assert!(matches!(err, ImageError::Pull { .. }), "{err}");
+    assert!(err.to_string().contains("failed verification"), "{err}");
+    assert!(err.to_string().contains(&layer_digest), "{err}");
+    assert!(store.list().unwrap().is_empty(), "nothing is recorded");
+    assert!(!root.path().join("blobs/sha256").join(layer_digest.trim_start_matches("sha256:")).exists());
+    assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0, "the download is removed");
+
+    // A reference pinning a digest the registry does not have is refused too.
+    let wrong = format!("mydocker.io:5000/rudder/busybox@sha256:{}", "0".repeat(64));
+    let err = store.ensure(&wrong, PullPolicy::IfNotPresent, &[]).await.unwrap_err();
+    assert!(matches!(err, ImageError::Pull { .. }), "{err}");
+}
