@@ -22,6 +22,10 @@ pub struct Config {
     pub ttl: u32,
     /// How long to wait for one upstream before trying the next.
     pub upstream_timeout: Duration,
+    /// Bind even when no interface has the address yet (IP_FREEBIND): a node's
+    /// DNS can listen on the pod bridge's address before the kubelet creates the
+    /// bridge. Off by default, so a mistyped address fails at once.
+    pub free_bind: bool,
 }
 
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
@@ -47,6 +51,7 @@ impl Config {
             upstreams,
             ttl: DEFAULT_TTL,
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            free_bind: false,
         }
     }
 

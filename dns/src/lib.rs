@@ -9,6 +9,7 @@
 //! - `forward`: sending other names upstream (UDP, TCP on truncation).
 //! - `server`: the UDP and TCP listeners tying them together.
 //! - `config`: settings and the upstreams from /etc/resolv.conf.
+//! - `sockets`: the listening sockets (with IP_FREEBIND when asked).
 //!
 //! It owns no cluster state and writes nothing to the apiserver; it never sends a
 //! query anywhere but to the configured upstreams.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod forward;
 pub mod records;
 pub mod server;
+mod sockets;
 pub mod wire;
 
 pub use config::Config;
@@ -36,7 +38,7 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "cannot listen for DNS over {protocol} on {address}: {source} (is another DNS server using it? pick another --dns-address)"
+        "cannot listen for DNS over {protocol} on {address}: {source} (is another DNS server using it, or is the address not on this host?)"
     )]
     Bind { protocol: &'static str, address: SocketAddr, source: std::io::Error },
     #[error("\"{domain}\" is not a valid cluster domain: {why}")]

@@ -18,6 +18,7 @@ use crate::Error;
 use crate::config::Config;
 use crate::forward::{Transport, forward, read_framed, write_framed};
 use crate::records::{Lookup, Records};
+use crate::sockets;
 use crate::wire::{CLASS_ANY, CLASS_IN, HEADER_LEN, Message, Rcode, Record};
 
 /// Classic DNS limit for UDP answers to clients without EDNS.
@@ -111,10 +112,17 @@ impl Server {
     /// through the process's shared informers (kube-proxy's, so the kinds are
     /// watched once). Answers start with `run`.
     pub async fn bind(config: Config, informers: &SharedInformers) -> Result<Server, Error> {
+        Server::bind_with_informers(config, informers.get::<Service>(), informers.get::<Endpoints>()).await
+    }
+
+    /// As `bind`, from informers the caller runs (of every namespace).
+    pub async fn bind_with_informers(
+        config: Config,
+        services: Arc<Informer<Service>>,
+        endpoints: Arc<Informer<Endpoints>>,
+    ) -> Result<Server, Error> {
         let domain = config.domain_name()?;
-        let (udp, tcp, local_addr) = bind_both(config.listen).await?;
-        let services = informers.get::<Service>();
-        let endpoints = informers.get::<Endpoints>();
+        let (udp, tcp, local_addr) = bind_both(config.listen, config.free_bind).await?;
         let service_changes = services.subscribe();
         let endpoints_changes = endpoints.subscribe();
         let state = Arc::new(State {
@@ -191,15 +199,15 @@ impl Server {
 
 /// TCP on `listen`, and UDP on the same port (when `listen` has port 0 the TCP
 /// port is free for TCP only; retried a few times if UDP has it taken).
-async fn bind_both(listen: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), Error> {
+async fn bind_both(listen: SocketAddr, free_bind: bool) -> Result<(UdpSocket, TcpListener, SocketAddr), Error> {
     let bind_error = |protocol: &'static str, address: SocketAddr| {
         move |source: std::io::Error| Error::Bind { protocol, address, source }
     };
     let mut attempts = 0;
     loop {
-        let tcp = TcpListener::bind(listen).await.map_err(bind_error("TCP", listen))?;
+        let tcp = sockets::tcp_listener(listen, free_bind).map_err(bind_error("TCP", listen))?;
         let bound = tcp.local_addr().map_err(bind_error("TCP", listen))?;
-        match UdpSocket::bind(bound).await {
+        match sockets::udp_socket(bound, free_bind) {
             Ok(udp) => return Ok((udp, tcp, bound)),
             Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && attempts < 10 => {
                 attempts += 1;

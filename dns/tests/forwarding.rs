@@ -86,3 +86,19 @@ async fn before_its_records_sync_the_domain_is_servfail_and_the_rest_still_forwa
     assert_eq!(addresses(&answer), ["192.0.2.1", "192.0.2.2"]);
     dns.stop().await;
 }
+
+#[tokio::test]
+async fn free_bind_listens_on_an_address_no_interface_has_yet() {
+    let client = client::Client::new(&format!("http://127.0.0.1:{}", testkit::free_port()), "default").unwrap();
+    let informers = client::runtime::SharedInformers::new(&client);
+    // An address of no interface here (nothing is sent to it).
+    let absent: std::net::SocketAddr = format!("10.255.255.254:{}", testkit::free_port()).parse().unwrap();
+    let mut config = dns::Config::new(absent);
+    config.upstreams = Vec::new();
+    let error = dns::Server::bind(config.clone(), &informers).await.err().expect("binding an absent address fails");
+    let text = error.to_string();
+    assert!(text.contains("10.255.255.254") && text.contains("TCP"), "{text}");
+    config.free_bind = true;
+    let server = dns::Server::bind(config, &informers).await.expect("free bind works");
+    assert_eq!(server.local_addr(), absent);
+}
