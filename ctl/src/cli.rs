@@ -111,7 +111,7 @@ pub enum ConfigCommand {
     CurrentContext,
     /// Lists the contexts.
     GetContexts,
-    /// Creates or changes a context.
+    /// Creates or changes a context (`--namespace` sets its namespace).
     SetContext(SetContextArgs),
 }
 
@@ -134,8 +134,6 @@ pub struct SetContextArgs {
     pub name: Option<String>,
     #[arg(long)]
     pub current: bool,
-    #[arg(long = "namespace", id = "context_namespace")]
-    pub namespace: Option<String>,
     #[arg(long)]
     pub cluster: Option<String>,
     #[arg(long)]

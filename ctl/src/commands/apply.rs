@@ -28,7 +28,10 @@ pub enum Mode {
 pub async fn apply(connection: &Connection, args: &FileArgs, mode: Mode) -> Result<()> {
     let dry_run = DryRun::parse(&args.dry_run)?;
     let format = Format::parse(args.output.as_deref())?;
-    let documents = read_documents(&args.filename, args.recursive)?;
+    let mut documents = read_documents(&args.filename, args.recursive)?;
+    // Namespaces first, so a directory holding a namespace and its objects applies in
+    // one pass whatever the file names; otherwise the order of the files is kept.
+    documents.sort_by_key(|d| !d.as_ref().is_ok_and(|m| m.object.info.kind == "Namespace"));
     let mut failures = 0;
     let mut results = Vec::new();
     for document in documents {

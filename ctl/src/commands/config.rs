@@ -116,7 +116,7 @@ fn set_context(global: &Global, args: &SetContextArgs) -> Result<()> {
         config.contexts.push(NamedContext { name: name.clone(), context: Context::default() });
     }
     if let Some(context) = config.contexts.iter_mut().find(|c| c.name == name) {
-        if let Some(namespace) = &args.namespace {
+        if let Some(namespace) = &global.namespace {
             context.context.namespace = namespace.clone();
         }
         if let Some(cluster) = &args.cluster {

@@ -119,7 +119,7 @@ pub fn render(info: &KindInfo, object: &Json, events: &[Json]) -> String {
 fn line(out: &mut String, indent: usize, key: &str, value: &str) {
     let pad = "  ".repeat(indent);
     let label = format!("{key}:");
-    let _ = writeln!(out, "{pad}{label:<18}{value}");
+    let _ = writeln!(out, "{pad}{label:<19} {value}");
 }
 
 fn map_lines(out: &mut String, key: &str, map: Option<&Json>) {
@@ -138,7 +138,7 @@ fn map_lines(out: &mut String, key: &str, map: Option<&Json>) {
         if i == 0 {
             line(out, 0, key, &format!("{k}={v}"));
         } else {
-            let _ = writeln!(out, "{:<18}{k}={v}", "");
+            let _ = writeln!(out, "{:<20}{k}={v}", "");
         }
     }
 }
@@ -196,26 +196,35 @@ fn or_none(text: String) -> String {
     if text.is_empty() { "<none>".into() } else { text }
 }
 
+/// Maps whose keys are data (label keys, config keys), printed as they are.
+const DATA_MAPS: &[&str] = &["labels", "annotations", "selector", "matchLabels", "nodeSelector", "data", "capacity", "allocatable", "limits", "requests"];
+
 /// Nested fields as `Key:  value`, maps and lists indented below their key.
 fn nested(out: &mut String, indent: usize, value: &Json) {
+    nested_map(out, indent, value, false);
+}
+
+fn nested_map(out: &mut String, indent: usize, value: &Json, raw_keys: bool) {
     let pad = "  ".repeat(indent);
     match value {
         Json::Object(map) => {
             for (k, v) in map {
+                let shown = if raw_keys { k.clone() } else { title(k) };
+                let raw = DATA_MAPS.contains(&k.as_str());
                 match v {
                     Json::Object(m) if !m.is_empty() => {
-                        let _ = writeln!(out, "{pad}{}:", title(k));
-                        nested(out, indent + 1, v);
+                        let _ = writeln!(out, "{pad}{shown}:");
+                        nested_map(out, indent + 1, v, raw);
                     }
                     Json::Array(items) if items.iter().any(|i| i.is_object()) => {
-                        let _ = writeln!(out, "{pad}{}:", title(k));
+                        let _ = writeln!(out, "{pad}{shown}:");
                         for item in items {
-                            nested(out, indent + 1, item);
+                            nested_map(out, indent + 1, item, false);
                             let _ = writeln!(out, "{pad}  ---");
                         }
                     }
                     _ => {
-                        let _ = writeln!(out, "{pad}{}:  {}", title(k), scalar(v));
+                        let _ = writeln!(out, "{pad}{shown}:  {}", scalar(v));
                     }
                 }
             }
@@ -295,7 +304,7 @@ mod tests {
         let events = [json!({"type": "Normal", "reason": "Created", "message": "made it", "source": {"component": "test"},
             "lastTimestamp": "2026-01-01T00:00:00Z"})];
         let text = render(&kinds::CONFIG_MAP, &object, &events);
-        assert!(text.starts_with("Name:             web\nNamespace:        default\nLabels:           app=web\n"), "{text}");
+        assert!(text.starts_with("Name:               web\nNamespace:          default\nLabels:             app=web\n"), "{text}");
         assert!(text.contains("Data\n====\nk:\n----\nv\n"), "{text}");
         assert!(text.contains("Events:\n  Type     Reason    Age"), "{text}");
         assert!(text.contains("Normal   Created"), "{text}");
