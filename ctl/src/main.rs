@@ -8,8 +8,8 @@ mod cli;
 mod commands;
 mod connection;
 mod manifest;
-mod three_way;
 mod output;
+mod three_way;
 
 use std::process::ExitCode;
 

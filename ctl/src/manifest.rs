@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use proto::{DecodeError, DynamicObject};
 use proto::codec::{decode_object, parse_documents};
+use proto::{DecodeError, DynamicObject};
 
 /// One decoded document and where it came from, for messages.
 pub struct Manifest {
@@ -53,7 +53,8 @@ pub fn read_documents(paths: &[PathBuf], recursive: bool) -> Result<Vec<Document
                 Err(e) => {
                     let name = document.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("");
                     let kind = document.pointer("/kind").and_then(|n| n.as_str()).unwrap_or("");
-                    let what = if name.is_empty() { format!("document {}", index + 1) } else { format!("{kind} \"{name}\"") };
+                    let what =
+                        if name.is_empty() { format!("document {}", index + 1) } else { format!("{kind} \"{name}\"") };
                     let why = match e {
                         DecodeError::Fields(_) => format!("strict decoding error: {e}"),
                         _ => e.to_string(),

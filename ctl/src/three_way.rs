@@ -21,7 +21,11 @@ pub fn patch(original: &Json, modified: &Json, current: &Json) -> Json {
     Json::Object(patch_maps(original, modified_map, current_map))
 }
 
-fn patch_maps(original: &Map<String, Json>, modified: &Map<String, Json>, current: &Map<String, Json>) -> Map<String, Json> {
+fn patch_maps(
+    original: &Map<String, Json>,
+    modified: &Map<String, Json>,
+    current: &Map<String, Json>,
+) -> Map<String, Json> {
     let mut out = Map::new();
     // Deletions: in the last manifest, gone from the new one, still live.
     for key in original.keys() {
@@ -111,7 +115,8 @@ mod tests {
     #[test]
     fn fields_others_set_are_kept_and_unchanged_manifests_patch_nothing() {
         let manifest = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
-        let current = json!({"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}});
+        let current =
+            json!({"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}});
         assert_eq!(patch(&manifest, &manifest, &current), json!({}));
         // A first apply of an object created otherwise: no original.
         assert_eq!(patch(&json!({}), &manifest, &current), json!({}));
@@ -131,6 +136,9 @@ mod tests {
     #[test]
     fn merge_follows_rfc7386() {
         let target = json!({"a": {"b": 1, "c": 2}, "d": [1]});
-        assert_eq!(merge(&target, &json!({"a": {"b": null, "e": 3}, "d": [2]})), json!({"a": {"c": 2, "e": 3}, "d": [2]}));
+        assert_eq!(
+            merge(&target, &json!({"a": {"b": null, "e": 3}, "d": [2]})),
+            json!({"a": {"c": 2, "e": 3}, "d": [2]})
+        );
     }
 }

@@ -93,7 +93,8 @@ async fn create(
     if dry_run == DryRun::Client {
         return Ok((object.clone(), "created"));
     }
-    let created = connection.client.create(object.info, namespace, object.bytes.clone(), dry_run == DryRun::Server).await?;
+    let created =
+        connection.client.create(object.info, namespace, object.bytes.clone(), dry_run == DryRun::Server).await?;
     Ok((DynamicObject::new(object.info, created), "created"))
 }
 

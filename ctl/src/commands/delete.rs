@@ -32,7 +32,9 @@ pub async fn delete(connection: &Connection, args: &DeleteArgs) -> Result<()> {
         anyhow::bail!("--grace-period=0 removes the object at once only with --force (the process may keep running)");
     }
     if args.force {
-        eprintln!("Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.");
+        eprintln!(
+            "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely."
+        );
     }
     let wait_for_removal = match args.wait.as_str() {
         "true" => true,

@@ -64,7 +64,8 @@ async fn events_of(connection: &Connection, info: &KindInfo, object: &Json) -> R
     // Events of cluster-scoped objects live in "default", as Kubernetes records them.
     let namespace = if info.namespaced { text("/metadata/namespace") } else { String::new() };
     let list = connection.client.list(&kinds::EVENT, &namespace, &ListParams::fields(&selector)).await?;
-    let mut events: Vec<Json> = list.items.into_iter().map(|b| DynamicObject::new(&kinds::EVENT, b).to_json()).collect();
+    let mut events: Vec<Json> =
+        list.items.into_iter().map(|b| DynamicObject::new(&kinds::EVENT, b).to_json()).collect();
     events.sort_by_key(|e| last_seen(e).map(|t| t.timestamp_millis()).unwrap_or(0));
     Ok(events)
 }
@@ -133,7 +134,11 @@ fn map_lines(out: &mut String, key: &str, map: Option<&Json>) {
     }
     for (i, (k, v)) in entries.iter().enumerate() {
         // Long values (a last-applied manifest) would drown the description.
-        let v = if v.len() > 200 { format!("{}...", &v[..v.char_indices().nth(200).map_or(v.len(), |(i, _)| i)]) } else { v.clone() };
+        let v = if v.len() > 200 {
+            format!("{}...", &v[..v.char_indices().nth(200).map_or(v.len(), |(i, _)| i)])
+        } else {
+            v.clone()
+        };
         let v = v.replace('\n', " ");
         if i == 0 {
             line(out, 0, key, &format!("{k}={v}"));
@@ -197,7 +202,18 @@ fn or_none(text: String) -> String {
 }
 
 /// Maps whose keys are data (label keys, config keys), printed as they are.
-const DATA_MAPS: &[&str] = &["labels", "annotations", "selector", "matchLabels", "nodeSelector", "data", "capacity", "allocatable", "limits", "requests"];
+const DATA_MAPS: &[&str] = &[
+    "labels",
+    "annotations",
+    "selector",
+    "matchLabels",
+    "nodeSelector",
+    "data",
+    "capacity",
+    "allocatable",
+    "limits",
+    "requests",
+];
 
 /// Nested fields as `Key:  value`, maps and lists indented below their key.
 fn nested(out: &mut String, indent: usize, value: &Json) {
@@ -250,7 +266,9 @@ fn title(key: &str) -> String {
     for (i, c) in key.chars().enumerate() {
         if i == 0 {
             out.extend(c.to_uppercase());
-        } else if c.is_uppercase() && !key[..key.char_indices().nth(i).map_or(0, |(b, _)| b)].ends_with(|p: char| p.is_uppercase()) {
+        } else if c.is_uppercase()
+            && !key[..key.char_indices().nth(i).map_or(0, |(b, _)| b)].ends_with(|p: char| p.is_uppercase())
+        {
             out.push(' ');
             out.push(c);
         } else {
@@ -272,10 +290,12 @@ fn events_block(out: &mut String, events: &[Json]) {
     ];
     for e in events {
         let text = |p: &str| e.pointer(p).and_then(Json::as_str).unwrap_or("").to_string();
-        let age = last_seen(e).map_or("<unknown>".to_string(), |t| human_duration((Utc::now() - t).num_seconds().max(0)));
+        let age =
+            last_seen(e).map_or("<unknown>".to_string(), |t| human_duration((Utc::now() - t).num_seconds().max(0)));
         let count = e.pointer("/count").and_then(Json::as_i64).unwrap_or(1);
         let age = if count > 1 { format!("{age} (x{count})") } else { age };
-        let from = if text("/source/component").is_empty() { text("/reportingComponent") } else { text("/source/component") };
+        let from =
+            if text("/source/component").is_empty() { text("/reportingComponent") } else { text("/source/component") };
         rows.push(vec![text("/type"), text("/reason"), age, from, text("/message").trim().to_string()]);
     }
     for row in crate::output::align(&rows).lines() {
@@ -301,10 +321,14 @@ mod tests {
             "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}, "creationTimestamp": "2026-01-01T00:00:00Z"},
             "data": {"k": "v"},
         });
-        let events = [json!({"type": "Normal", "reason": "Created", "message": "made it", "source": {"component": "test"},
+        let events =
+            [json!({"type": "Normal", "reason": "Created", "message": "made it", "source": {"component": "test"},
             "lastTimestamp": "2026-01-01T00:00:00Z"})];
         let text = render(&kinds::CONFIG_MAP, &object, &events);
-        assert!(text.starts_with("Name:               web\nNamespace:          default\nLabels:             app=web\n"), "{text}");
+        assert!(
+            text.starts_with("Name:               web\nNamespace:          default\nLabels:             app=web\n"),
+            "{text}"
+        );
         assert!(text.contains("Data\n====\nk:\n----\nv\n"), "{text}");
         assert!(text.contains("Events:\n  Type     Reason    Age"), "{text}");
         assert!(text.contains("Normal   Created"), "{text}");

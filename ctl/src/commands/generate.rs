@@ -232,17 +232,28 @@ pub async fn expose(connection: &Connection, args: &ExposeArgs) -> Result<()> {
     let object = DynamicObject::new(info, bytes).to_json();
     let selector = match info.kind {
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-            if object.pointer("/spec/selector/matchExpressions").is_some_and(|m| m.as_array().is_some_and(|a| !a.is_empty())) {
-                anyhow::bail!("couldn't convert expressions in the selector of {}/{name} to a Service selector: give --selector", info.singular);
+            if object
+                .pointer("/spec/selector/matchExpressions")
+                .is_some_and(|m| m.as_array().is_some_and(|a| !a.is_empty()))
+            {
+                anyhow::bail!(
+                    "couldn't convert expressions in the selector of {}/{name} to a Service selector: give --selector",
+                    info.singular
+                );
             }
             object.pointer("/spec/selector/matchLabels").cloned()
         }
         "ReplicationController" | "Service" => object.pointer("/spec/selector").cloned(),
         "Pod" => object.pointer("/metadata/labels").cloned(),
-        other => anyhow::bail!("cannot expose a {other}: expose a deployment, replica set, replication controller, stateful set, daemon set, pod or service"),
+        other => anyhow::bail!(
+            "cannot expose a {other}: expose a deployment, replica set, replication controller, stateful set, daemon set, pod or service"
+        ),
     };
     let Some(selector) = selector.filter(|s| s.as_object().is_some_and(|m| !m.is_empty())) else {
-        anyhow::bail!("couldn't retrieve selectors via --selector flag or introspection: {}/{name} has none", info.singular);
+        anyhow::bail!(
+            "couldn't retrieve selectors via --selector flag or introspection: {}/{name} has none",
+            info.singular
+        );
     };
     let protocol = args.protocol.clone().unwrap_or_else(|| "TCP".to_string());
     let mut ports = Vec::new();
@@ -258,7 +269,13 @@ pub async fn expose(connection: &Connection, args: &ExposeArgs) -> Result<()> {
                 _ => object.pointer("/spec/template/spec/containers"),
             };
             let found: Vec<i64> = if info.kind == "Service" {
-                object.pointer("/spec/ports").and_then(Json::as_array).into_iter().flatten().filter_map(|p| p["port"].as_i64()).collect()
+                object
+                    .pointer("/spec/ports")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["port"].as_i64())
+                    .collect()
             } else {
                 containers
                     .and_then(Json::as_array)

@@ -89,7 +89,9 @@ fn verdict(pod: &Json, args: &DrainArgs) -> Verdict {
         };
     }
     if controller.is_none() && !finished && !args.force {
-        return Verdict::Refuse(format!("cannot delete Pods that declare no controller (use --force to override): {name}"));
+        return Verdict::Refuse(format!(
+            "cannot delete Pods that declare no controller (use --force to override): {name}"
+        ));
     }
     let volumes = pod.pointer("/spec/volumes").and_then(Json::as_array);
     let empty_dir = volumes.is_some_and(|v| v.iter().any(|v| v.get("emptyDir").is_some()));
@@ -165,7 +167,10 @@ pub async fn drain(connection: &Connection, args: &DrainArgs) -> Result<()> {
         if wait_deleted(connection, POD, &namespace, &name, &uid, deadline).await? {
             println!("pod/{name} evicted");
         } else {
-            anyhow::bail!("drain did not complete within {}: pod {namespace}/{name} is still there", args.timeout.as_deref().unwrap_or(""));
+            anyhow::bail!(
+                "drain did not complete within {}: pod {namespace}/{name} is still there",
+                args.timeout.as_deref().unwrap_or("")
+            );
         }
     }
     println!("node/{node} drained");
@@ -175,15 +180,24 @@ pub async fn drain(connection: &Connection, args: &DrainArgs) -> Result<()> {
 /// One taint change from the command line.
 #[derive(Debug, Clone, PartialEq)]
 enum TaintChange {
-    Add { key: String, value: String, effect: String },
+    Add {
+        key: String,
+        value: String,
+        effect: String,
+    },
     /// Removes taints with this key (and effect, when given).
-    Remove { key: String, effect: Option<String> },
+    Remove {
+        key: String,
+        effect: Option<String>,
+    },
 }
 
 fn parse_effect(effect: &str) -> Result<String> {
     match effect {
         "NoSchedule" | "PreferNoSchedule" | "NoExecute" => Ok(effect.to_string()),
-        other => anyhow::bail!("invalid taint effect: {other}, unsupported taint effect: use NoSchedule, PreferNoSchedule or NoExecute"),
+        other => anyhow::bail!(
+            "invalid taint effect: {other}, unsupported taint effect: use NoSchedule, PreferNoSchedule or NoExecute"
+        ),
     }
 }
 
@@ -225,7 +239,8 @@ fn apply_taints(taints: &mut Vec<Json>, changes: &[TaintChange], overwrite: bool
                 removed = true;
             }
             TaintChange::Add { key, value, effect } => {
-                let existing = taints.iter_mut().find(|t| t["key"].as_str() == Some(key) && t["effect"].as_str() == Some(effect));
+                let existing =
+                    taints.iter_mut().find(|t| t["key"].as_str() == Some(key) && t["effect"].as_str() == Some(effect));
                 match existing {
                     Some(_) if !overwrite => anyhow::bail!(
                         "node {node} already has {key} taint(s) with same effect(s) and --overwrite is false"
@@ -264,7 +279,8 @@ pub async fn taint(connection: &Connection, args: &TaintArgs) -> Result<()> {
         }
         None => {
             check_node_kind(kind_word)?;
-            let split = rest.iter().position(|w| w.contains(':') || w.contains('=') || w.ends_with('-')).unwrap_or(rest.len());
+            let split =
+                rest.iter().position(|w| w.contains(':') || w.contains('=') || w.ends_with('-')).unwrap_or(rest.len());
             (rest[..split].to_vec(), rest[split..].to_vec())
         }
     };

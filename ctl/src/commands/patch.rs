@@ -18,7 +18,9 @@ pub async fn patch(connection: &Connection, args: &PatchArgs) -> Result<()> {
     let kind = match args.patch_type.as_str() {
         "merge" => PatchType::Merge,
         "json" => PatchType::Json,
-        "strategic" => anyhow::bail!("strategic merge patches are not supported by this server: use --type merge or --type json"),
+        "strategic" => {
+            anyhow::bail!("strategic merge patches are not supported by this server: use --type merge or --type json")
+        }
         other => anyhow::bail!("--type must be one of [json merge], not \"{other}\""),
     };
     let text = match (&args.patch, &args.patch_file) {
@@ -27,15 +29,20 @@ pub async fn patch(connection: &Connection, args: &PatchArgs) -> Result<()> {
         _ => anyhow::bail!("give the patch with exactly one of -p PATCH or --patch-file FILE"),
     };
     // kubectl takes the patch as JSON or YAML.
-    let mut values = proto::codec::parse_documents(&text).map_err(|e| anyhow::anyhow!("unable to parse the patch: {e}"))?;
+    let mut values =
+        proto::codec::parse_documents(&text).map_err(|e| anyhow::anyhow!("unable to parse the patch: {e}"))?;
     let value = match values.len() {
         1 => values.remove(0),
         _ => anyhow::bail!("the patch must be one JSON or YAML document"),
     };
     match (kind, &value) {
         (PatchType::Merge, Json::Object(_)) | (PatchType::Json, Json::Array(_)) => {}
-        (PatchType::Merge, _) => anyhow::bail!("a merge patch must be a JSON object, like '{{\"spec\":{{\"replicas\":2}}}}'"),
-        (PatchType::Json, _) => anyhow::bail!("a JSON patch must be a list of operations, like '[{{\"op\":\"replace\",\"path\":\"/spec/replicas\",\"value\":2}}]'"),
+        (PatchType::Merge, _) => {
+            anyhow::bail!("a merge patch must be a JSON object, like '{{\"spec\":{{\"replicas\":2}}}}'")
+        }
+        (PatchType::Json, _) => anyhow::bail!(
+            "a JSON patch must be a list of operations, like '[{{\"op\":\"replace\",\"path\":\"/spec/replicas\",\"value\":2}}]'"
+        ),
     }
     let status = match args.subresource.as_deref() {
         None | Some("") => false,
@@ -54,10 +61,8 @@ pub async fn patch(connection: &Connection, args: &PatchArgs) -> Result<()> {
         proto::codec::decode_object(&merged).map_err(|e| anyhow::anyhow!("{e}"))?
     } else {
         let body = serde_json::to_vec(&value).context("encoding the patch")?;
-        let bytes = connection
-            .client
-            .patch(info, &namespace, &name, kind, &body, dry_run == DryRun::Server, status)
-            .await?;
+        let bytes =
+            connection.client.patch(info, &namespace, &name, kind, &body, dry_run == DryRun::Server, status).await?;
         DynamicObject::new(info, bytes)
     };
     let shown = output::name_of(info, &name);
@@ -91,7 +96,10 @@ pub async fn scale(connection: &Connection, args: &ScaleArgs) -> Result<()> {
     }
     for (info, name) in objects {
         if !matches!(info.kind, "Deployment" | "ReplicaSet" | "ReplicationController" | "StatefulSet") {
-            anyhow::bail!("cannot scale a {}: scale deployments, replica sets, replication controllers or stateful sets", info.kind);
+            anyhow::bail!(
+                "cannot scale a {}: scale deployments, replica sets, replication controllers or stateful sets",
+                info.kind
+            );
         }
         let replicas = args.replicas;
         modify(connection, info, &connection.scoped(info), &name, DryRun::None, |object| {

@@ -72,13 +72,29 @@ pub fn rollout_progress(kind: &str, v: &Json) -> Result<Progress> {
             let total = int("/status/replicas");
             let available = int("/status/availableReplicas");
             if updated < replicas {
-                return progress(format!("Waiting for deployment \"{name}\" rollout to finish: {updated} out of {replicas} new replicas have been updated..."), false);
+                return progress(
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {updated} out of {replicas} new replicas have been updated..."
+                    ),
+                    false,
+                );
             }
             if total > updated {
-                return progress(format!("Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...", total - updated), false);
+                return progress(
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...",
+                        total - updated
+                    ),
+                    false,
+                );
             }
             if available < updated {
-                return progress(format!("Waiting for deployment \"{name}\" rollout to finish: {available} of {updated} updated replicas are available..."), false);
+                return progress(
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {available} of {updated} updated replicas are available..."
+                    ),
+                    false,
+                );
             }
             progress(format!("deployment \"{name}\" successfully rolled out"), true)
         }
@@ -98,16 +114,36 @@ pub fn rollout_progress(kind: &str, v: &Json) -> Result<Progress> {
             let updated = int("/status/updatedReplicas");
             if let Some(partition) = v.pointer("/spec/updateStrategy/rollingUpdate/partition").and_then(Json::as_i64) {
                 if updated < replicas - partition {
-                    return progress(format!("Waiting for partitioned roll out to finish: {updated} out of {} new pods have been updated...", replicas - partition), false);
+                    return progress(
+                        format!(
+                            "Waiting for partitioned roll out to finish: {updated} out of {} new pods have been updated...",
+                            replicas - partition
+                        ),
+                        false,
+                    );
                 }
-                return progress(format!("partitioned roll out complete: {updated} new pods have been updated..."), true);
+                return progress(
+                    format!("partitioned roll out complete: {updated} new pods have been updated..."),
+                    true,
+                );
             }
             let update_revision = v.pointer("/status/updateRevision").and_then(Json::as_str).unwrap_or("");
             let current_revision = v.pointer("/status/currentRevision").and_then(Json::as_str).unwrap_or("");
             if update_revision != current_revision {
-                return progress(format!("waiting for statefulset rolling update to complete {updated} pods at revision {update_revision}..."), false);
+                return progress(
+                    format!(
+                        "waiting for statefulset rolling update to complete {updated} pods at revision {update_revision}..."
+                    ),
+                    false,
+                );
             }
-            progress(format!("statefulset rolling update complete {} pods at revision {current_revision}...", int("/status/currentReplicas")), true)
+            progress(
+                format!(
+                    "statefulset rolling update complete {} pods at revision {current_revision}...",
+                    int("/status/currentReplicas")
+                ),
+                true,
+            )
         }
         "DaemonSet" => {
             let strategy = v.pointer("/spec/updateStrategy/type").and_then(Json::as_str).unwrap_or("RollingUpdate");
@@ -121,10 +157,20 @@ pub fn rollout_progress(kind: &str, v: &Json) -> Result<Progress> {
             let updated = int("/status/updatedNumberScheduled");
             let available = int("/status/numberAvailable");
             if updated < desired {
-                return progress(format!("Waiting for daemon set \"{name}\" rollout to finish: {updated} out of {desired} new pods have been updated..."), false);
+                return progress(
+                    format!(
+                        "Waiting for daemon set \"{name}\" rollout to finish: {updated} out of {desired} new pods have been updated..."
+                    ),
+                    false,
+                );
             }
             if available < desired {
-                return progress(format!("Waiting for daemon set \"{name}\" rollout to finish: {available} of {desired} updated pods are available..."), false);
+                return progress(
+                    format!(
+                        "Waiting for daemon set \"{name}\" rollout to finish: {available} of {desired} updated pods are available..."
+                    ),
+                    false,
+                );
             }
             progress(format!("daemon set \"{name}\" successfully rolled out"), true)
         }
@@ -226,7 +272,8 @@ async fn controller_revisions(connection: &Connection, owner: &Json) -> Result<V
 async fn history(connection: &Connection, args: &RolloutHistoryArgs) -> Result<()> {
     let (info, name) = single_target(&args.args)?;
     let info = rollout_kind(info)?;
-    let object = DynamicObject::new(info, connection.client.get(info, &connection.scoped(info), &name).await?).to_json();
+    let object =
+        DynamicObject::new(info, connection.client.get(info, &connection.scoped(info), &name).await?).to_json();
     let revisions = if info.kind == "Deployment" {
         replica_sets(connection, &object).await?
     } else {
@@ -238,7 +285,11 @@ async fn history(connection: &Connection, args: &RolloutHistoryArgs) -> Result<(
             anyhow::bail!("unable to find the specified revision {wanted}");
         };
         println!("{shown} with revision #{wanted}");
-        let template = if info.kind == "Deployment" { found.pointer("/spec/template") } else { found.pointer("/data/spec/template") };
+        let template = if info.kind == "Deployment" {
+            found.pointer("/spec/template")
+        } else {
+            found.pointer("/data/spec/template")
+        };
         println!("Pod Template:");
         let text = template.map(proto::codec::to_yaml).unwrap_or_default();
         for line in text.lines() {
@@ -279,7 +330,9 @@ async fn undo(connection: &Connection, args: &RolloutUndoArgs) -> Result<()> {
     let namespace = connection.scoped(info);
     let object = DynamicObject::new(info, connection.client.get(info, &namespace, &name).await?).to_json();
     if object.pointer("/spec/paused").and_then(Json::as_bool) == Some(true) {
-        anyhow::bail!("you cannot rollback a paused deployment; resume it first with 'ctl rollout resume' and try again");
+        anyhow::bail!(
+            "you cannot rollback a paused deployment; resume it first with 'ctl rollout resume' and try again"
+        );
     }
     let revisions = replica_sets(connection, &object).await?;
     let target = if args.to_revision == 0 {
@@ -341,7 +394,11 @@ async fn restart(connection: &Connection, args: &RolloutTarget) -> Result<()> {
 async fn pause(connection: &Connection, args: &RolloutTarget, paused: bool) -> Result<()> {
     let (info, name) = single_target(&args.args)?;
     if info.kind != "Deployment" {
-        anyhow::bail!("{} are not supported for {}: only deployments can be paused and resumed", info.plural, if paused { "pause" } else { "resume" });
+        anyhow::bail!(
+            "{} are not supported for {}: only deployments can be paused and resumed",
+            info.plural,
+            if paused { "pause" } else { "resume" }
+        );
     }
     let shown = name_of(info, &name);
     let changed = modify(connection, info, &connection.scoped(info), &name, DryRun::None, |object| {
@@ -374,7 +431,10 @@ mod tests {
     fn deployment_progress_reads_as_kubectl_prints_it() {
         let mut d = json!({"metadata": {"name": "web", "generation": 2}, "spec": {"replicas": 3},
             "status": {"observedGeneration": 1}});
-        assert_eq!(rollout_progress("Deployment", &d).unwrap().message, "Waiting for deployment spec update to be observed...");
+        assert_eq!(
+            rollout_progress("Deployment", &d).unwrap().message,
+            "Waiting for deployment spec update to be observed..."
+        );
         d["status"] = json!({"observedGeneration": 2, "updatedReplicas": 1, "replicas": 3, "availableReplicas": 1});
         assert_eq!(
             rollout_progress("Deployment", &d).unwrap().message,

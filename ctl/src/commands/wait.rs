@@ -40,14 +40,17 @@ fn parse_condition(text: &str) -> Result<Condition> {
         // The shell may leave the quotes kubectl's docs put around the template.
         let rest = rest.replace('\'', "");
         let rest = rest.as_str();
-        let split = rest.rfind("}=").map(|i| i + 1).or_else(|| (!rest.contains('{')).then(|| rest.rfind('=')).flatten());
+        let split =
+            rest.rfind("}=").map(|i| i + 1).or_else(|| (!rest.contains('{')).then(|| rest.rfind('=')).flatten());
         let Some(split) = split else {
             anyhow::bail!("--for=jsonpath needs a value: --for=jsonpath='{{.status.phase}}'=Running");
         };
         let template = Template::parse(&rest[..split]).map_err(|e| anyhow::anyhow!("--for=jsonpath: {e}"))?;
         return Ok(Condition::JsonPath(template, rest[split + 1..].to_string()));
     }
-    anyhow::bail!("unrecognized condition \"{text}\": use --for=delete, --for=condition=NAME[=VALUE] or --for=jsonpath='{{PATH}}'=VALUE")
+    anyhow::bail!(
+        "unrecognized condition \"{text}\": use --for=delete, --for=condition=NAME[=VALUE] or --for=jsonpath='{{PATH}}'=VALUE"
+    )
 }
 
 fn holds(condition: &Condition, object: &Json) -> bool {
@@ -80,10 +83,8 @@ pub async fn wait(connection: &Connection, args: &WaitArgs) -> Result<()> {
         if args.selector.is_empty() && !args.all {
             anyhow::bail!("resource(s) were provided, but no name was specified: give names, -l SELECTOR or --all");
         }
-        let list = connection
-            .client
-            .list(info, &connection.list_namespace(info), &ListParams::labels(&args.selector))
-            .await?;
+        let list =
+            connection.client.list(info, &connection.list_namespace(info), &ListParams::labels(&args.selector)).await?;
         for bytes in list.items {
             let meta = DynamicObject::new(info, bytes).metadata();
             objects.push((info, meta.namespace, meta.name));

@@ -46,7 +46,8 @@ impl Template {
         let text = if text.contains('{') {
             text
         } else {
-            let relaxed = if text.starts_with('.') || text.starts_with('$') { text.to_string() } else { format!(".{text}") };
+            let relaxed =
+                if text.starts_with('.') || text.starts_with('$') { text.to_string() } else { format!(".{text}") };
             owned = format!("{{{relaxed}}}");
             &owned
         };
@@ -490,10 +491,7 @@ mod tests {
         assert_eq!(render("{range .items[*]}{.metadata.name}{\"\\n\"}{end}"), "a\nb\n");
         assert_eq!(render("{range .items[*]}[{.metadata.name}]{end}"), "[a][b]");
         assert_eq!(render("{.items[?(@.status.replicas>3)].metadata.name}"), "b");
-        assert_eq!(
-            render("{.items[?(@.metadata.name==\"a\")].status.conditions[?(@.type=='Ready')].status}"),
-            "True"
-        );
+        assert_eq!(render("{.items[?(@.metadata.name==\"a\")].status.conditions[?(@.type=='Ready')].status}"), "True");
         assert_eq!(render("{.items[?(@.metadata.annotations)].metadata.name}"), "a");
         assert_eq!(render("names: {.items[*].metadata.name}!"), "names: a b!");
     }

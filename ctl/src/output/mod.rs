@@ -27,19 +27,18 @@ impl Format {
     pub fn parse(output: Option<&str>) -> anyhow::Result<Format> {
         let output = output.unwrap_or("");
         if let Some(template) = output.strip_prefix("jsonpath=") {
-            let template = Template::parse(template).map_err(|e| anyhow::anyhow!("error parsing jsonpath {template}: {e}"))?;
+            let template =
+                Template::parse(template).map_err(|e| anyhow::anyhow!("error parsing jsonpath {template}: {e}"))?;
             return Ok(Format::JsonPath(template));
         }
         if let Some(spec) = output.strip_prefix("custom-columns=") {
             let mut columns = Vec::new();
             for column in spec.split(',').filter(|c| !c.is_empty()) {
                 let Some((header, expression)) = column.split_once(':') else {
-                    anyhow::bail!(
-                        "unexpected custom-columns spec: \"{column}\", expected <header>:<json-path-expr>"
-                    );
+                    anyhow::bail!("unexpected custom-columns spec: \"{column}\", expected <header>:<json-path-expr>");
                 };
-                let template = Template::parse(expression)
-                    .map_err(|e| anyhow::anyhow!("custom column {header}: {e}"))?;
+                let template =
+                    Template::parse(expression).map_err(|e| anyhow::anyhow!("custom column {header}: {e}"))?;
                 columns.push((header.to_string(), template));
             }
             if columns.is_empty() {

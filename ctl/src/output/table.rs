@@ -151,22 +151,41 @@ fn columns(info: &KindInfo, wide: bool) -> Vec<(&'static str, Cell)> {
                 name,
                 ("SCHEDULE", |v| text(v, "/spec/schedule")),
                 ("TIMEZONE", |v| or_none(text(v, "/spec/timeZone"))),
-                ("SUSPEND", |v| (v.pointer("/spec/suspend").and_then(Json::as_bool) == Some(true)).to_string().replace("true", "True").replace("false", "False")),
+                ("SUSPEND", |v| {
+                    (v.pointer("/spec/suspend").and_then(Json::as_bool) == Some(true))
+                        .to_string()
+                        .replace("true", "True")
+                        .replace("false", "False")
+                }),
                 ("ACTIVE", |v| v.pointer("/status/active").and_then(Json::as_array).map_or(0, Vec::len).to_string()),
                 ("LAST SCHEDULE", |v| {
-                    if v.pointer("/status/lastScheduleTime").is_some() { age_of(v, "/status/lastScheduleTime") } else { "<none>".into() }
+                    if v.pointer("/status/lastScheduleTime").is_some() {
+                        age_of(v, "/status/lastScheduleTime")
+                    } else {
+                        "<none>".into()
+                    }
                 }),
                 age,
             ]);
             if wide {
-                c.push(("CONTAINERS", |v| containers_of(v.pointer("/spec/jobTemplate/spec/template/spec/containers"), "name")));
-                c.push(("IMAGES", |v| containers_of(v.pointer("/spec/jobTemplate/spec/template/spec/containers"), "image")));
+                c.push(("CONTAINERS", |v| {
+                    containers_of(v.pointer("/spec/jobTemplate/spec/template/spec/containers"), "name")
+                }));
+                c.push(("IMAGES", |v| {
+                    containers_of(v.pointer("/spec/jobTemplate/spec/template/spec/containers"), "image")
+                }));
                 c.push(("SELECTOR", |v| label_selector(v.pointer("/spec/jobTemplate/spec/selector"))));
             }
         }
         "Namespace" => c.extend([name, ("STATUS", |v| text(v, "/status/phase")), age]),
         "Node" => {
-            c.extend([name, ("STATUS", node_status), ("ROLES", node_roles), age, ("VERSION", |v| text(v, "/status/nodeInfo/kubeletVersion"))]);
+            c.extend([
+                name,
+                ("STATUS", node_status),
+                ("ROLES", node_roles),
+                age,
+                ("VERSION", |v| text(v, "/status/nodeInfo/kubeletVersion")),
+            ]);
             if wide {
                 c.push(("INTERNAL-IP", |v| node_address(v, "InternalIP")));
                 c.push(("EXTERNAL-IP", |v| node_address(v, "ExternalIP")));
@@ -237,7 +256,11 @@ fn columns(info: &KindInfo, wide: bool) -> Vec<(&'static str, Cell)> {
                 ("TYPE", |v| text(v, "/type")),
                 ("REASON", |v| text(v, "/reason")),
                 ("OBJECT", |v| {
-                    format!("{}/{}", text(v, "/involvedObject/kind").to_ascii_lowercase(), text(v, "/involvedObject/name"))
+                    format!(
+                        "{}/{}",
+                        text(v, "/involvedObject/kind").to_ascii_lowercase(),
+                        text(v, "/involvedObject/name")
+                    )
                 }),
             ]);
             if wide {
@@ -262,7 +285,13 @@ fn columns(info: &KindInfo, wide: bool) -> Vec<(&'static str, Cell)> {
                 let owners = v.pointer("/metadata/ownerReferences").and_then(Json::as_array);
                 owners
                     .and_then(|o| o.iter().find(|o| o["controller"] == true))
-                    .map(|o| format!("{}/{}", kind_resource(o["kind"].as_str().unwrap_or("")), o["name"].as_str().unwrap_or("")))
+                    .map(|o| {
+                        format!(
+                            "{}/{}",
+                            kind_resource(o["kind"].as_str().unwrap_or("")),
+                            o["name"].as_str().unwrap_or("")
+                        )
+                    })
                     .unwrap_or_else(|| "<none>".into())
             }),
             ("REVISION", |v| int(v, "/revision").to_string()),
