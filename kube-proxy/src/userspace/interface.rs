@@ -1,5 +1,6 @@
 //! The dummy interface (`rudder-svc`) that holds every ClusterIP in userspace mode,
-//! so kube-proxy can bind its listeners to them. Driven through the `ip` tool.
+//! so kube-proxy can bind its listeners to them (a bridge without ports where the
+//! kernel has no dummy interfaces). Driven through the `ip` tool.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -49,7 +50,12 @@ impl ServiceInterface {
     /// Creates the interface (or adopts it from an earlier run) and brings it up.
     pub async fn ensure(name: &str) -> Result<ServiceInterface, InterfaceError> {
         if ip(&["link", "show", "dev", name], None).await.is_err() {
-            ip(&["link", "add", name, "type", "dummy"], None).await?;
+            // Kernels without the dummy module get a bridge without ports: it holds
+            // local addresses just as well and forwards nothing.
+            if let Err(e) = ip(&["link", "add", name, "type", "dummy"], None).await {
+                tracing::info!(error = %e, "no dummy interfaces here; using a bridge without ports");
+                ip(&["link", "add", name, "type", "bridge"], None).await?;
+            }
         }
         ip(&["link", "set", name, "up"], None).await?;
         let listing = ip(&["-4", "-o", "addr", "show", "dev", name], None).await?;
