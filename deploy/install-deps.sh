@@ -13,6 +13,7 @@ packages=(
   busybox-static     # a tiny userland for test images
   docker-registry    # a loopback registry the image tests pull from
   skopeo             # pushes the test images into it
+  openssl            # the image tests' registry certificates
 )
 
 missing=()

@@ -301,13 +301,24 @@ struct Registry {
 
 impl Registry {
     async fn start() -> Registry {
+        Registry::start_with(None).await
+    }
+
+    /// With `tls` (certificate and key PEM files) it serves HTTPS.
+    async fn start_with(tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let address = format!("127.0.0.1:{}", testkit::free_port());
         let config = dir.path().join("config.yml");
+        let tls = match tls {
+            Some((cert, key)) => {
+                format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display())
+            }
+            None => String::new(),
+        };
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n  secret: rudder-test\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n  secret: rudder-test\n{tls}",
                 dir.path().join("data").display()
             ),
         )
@@ -322,7 +333,12 @@ impl Registry {
         .expect("start docker-registry");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, _)) = testkit::http_get(&address, "/v2/").await {
+            let up = if tls.is_empty() {
+                matches!(testkit::http_get(&address, "/v2/").await, Ok((200, _)))
+            } else {
+                tokio::net::TcpStream::connect(&address).await.is_ok()
+            };
+            if up {
                 break;
             }
             assert!(Instant::now() < deadline, "docker-registry did not answer on {address}: {}", daemon.log_tail());
@@ -452,4 +468,253 @@ async fn a_blob_that_does_not_match_its_digest_is_rejected() {
     let wrong = format!("mydocker.io:5000/rudder/busybox@sha256:{}", "0".repeat(64));
     let err = store.ensure(&wrong, PullPolicy::IfNotPresent, &[]).await.unwrap_err();
     assert!(matches!(err, ImageError::Pull { .. }), "{err}");
+}
+
+/// A loopback front for a registry that demands credentials, as Docker Hub (bearer
+/// tokens from a token server that checks a user name and password) or a plain
+/// registry with basic auth does, then forwards the request to the real registry.
+struct AuthFront {
+    address: String,
+    tokens_issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scheme {
+    Bearer,
+    Basic,
+}
+
+const USER: &str = "puller";
+const PASSWORD: &str = "s3cret";
+const TOKEN: &str = "token-for-puller";
+
+impl AuthFront {
+    async fn start(backend: &str, scheme: Scheme) -> AuthFront {
+        use base64::Engine as _;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let tokens_issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}")));
+        let (backend, front, issued) = (backend.to_string(), address.clone(), tokens_issued.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                let (backend, front, issued, basic) = (backend.clone(), front.clone(), issued.clone(), basic.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let authorization = text
+                        .lines()
+                        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")))
+                        .map(|(_, v)| v.trim().to_string());
+                    let reply = |status: &str, headers: &str, body: &str| {
+                        format!(
+                            "HTTP/1.1 {status}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let answer = if path.starts_with("/token") {
+                        if authorization.as_deref() == Some(basic.as_str()) && path.contains("scope=repository") {
+                            issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            reply("200 OK", "", &format!(r#"{{"token":"{TOKEN}"}}"#))
+                        } else {
+                            reply("401 Unauthorized", "", r#"{"details":"bad credentials"}"#)
+                        }
+                    } else {
+                        let (expected, challenge) = match scheme {
+                            Scheme::Bearer => (
+                                format!("Bearer {TOKEN}"),
+                                format!(r#"Bearer realm="http://{front}/token",service="test-registry""#),
+                            ),
+                            Scheme::Basic => (basic.clone(), r#"Basic realm="test-registry""#.to_string()),
+                        };
+                        if authorization.as_deref() == Some(expected.as_str()) {
+                            let Ok(mut upstream) = tokio::net::TcpStream::connect(&backend).await else { return };
+                            if upstream.write_all(&head).await.is_err() {
+                                return;
+                            }
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                            return;
+                        }
+                        reply(
+                            "401 Unauthorized",
+                            &format!("www-authenticate: {challenge}\r\n"),
+                            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+                        )
+                    };
+                    let _ = client.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        AuthFront { address, tokens_issued, task }
+    }
+}
+
+impl Drop for AuthFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn fronted(address: &str) -> RegistryConfig {
+    RegistryConfig {
+        registries: vec![RegistryHost {
+            host: "private.example:5000".into(),
+            mirror: Some(address.to_string()),
+            insecure: true,
+            ca_file: None,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn pulls_with_bearer_tokens_and_basic_auth_from_pull_secrets() {
+    let images = TestImages::build();
+    let registry = Registry::start().await;
+    registry.push(&images.join("busybox.oci.tar"), "rudder/busybox:test", "team/busybox:1");
+    let image = "private.example:5000/team/busybox:1";
+    let good =
+        [RegistryAuth { registry: "private.example:5000".into(), username: USER.into(), password: PASSWORD.into() }];
+    let bad =
+        [RegistryAuth { registry: "private.example:5000".into(), username: USER.into(), password: "wrong".into() }];
+
+    let bearer = AuthFront::start(&registry.address, Scheme::Bearer).await;
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), fronted(&bearer.address));
+    let err = store.ensure(image, PullPolicy::IfNotPresent, &[]).await.unwrap_err();
+    assert!(matches!(err, ImageError::Pull { .. }), "{err}");
+    assert!(err.to_string().contains("imagePullSecret"), "no credentials: {err}");
+    let err = store.ensure(image, PullPolicy::IfNotPresent, &bad).await.unwrap_err();
+    assert!(err.to_string().contains("refused"), "wrong password: {err}");
+    // Credentials for another registry are not sent.
+    let elsewhere = [RegistryAuth { registry: "docker.io".into(), username: USER.into(), password: PASSWORD.into() }];
+    assert!(store.ensure(image, PullPolicy::IfNotPresent, &elsewhere).await.is_err());
+    let pulled = store.ensure(image, PullPolicy::IfNotPresent, &good).await.unwrap();
+    assert_eq!(pulled.config.cmd, vec!["sh"]);
+    assert!(pulled.layers[0].join("bin/busybox").is_file());
+    assert!(bearer.tokens_issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    let basic = AuthFront::start(&registry.address, Scheme::Basic).await;
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), fronted(&basic.address));
+    let err = store.ensure(image, PullPolicy::IfNotPresent, &[]).await.unwrap_err();
+    assert!(err.to_string().contains("imagePullSecret"), "no credentials: {err}");
+    let err = store.ensure(image, PullPolicy::IfNotPresent, &bad).await.unwrap_err();
+    assert!(err.to_string().contains("401") && err.to_string().contains("refused"), "wrong password: {err}");
+    // A .dockerconfigjson key may be a URL.
+    let url_keyed = [RegistryAuth { registry: "https://private.example:5000/".into(), ..good[0].clone() }];
+    let pulled = store.ensure(image, PullPolicy::IfNotPresent, &url_keyed).await.unwrap();
+    assert_eq!(pulled.config.cmd, vec!["sh"]);
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let output = Command::new(which("openssl")).args(args).current_dir(dir).output().expect("run openssl");
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test]
+async fn pulls_over_https_trusting_a_configured_ca() {
+    let images = TestImages::build();
+    // A CA and a certificate it issues for 127.0.0.1.
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rudder test CA",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        dir,
+    );
+    fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        dir,
+    );
+    let registry = Registry::start_with(Some((&dir.join("server.pem"), &dir.join("server.key")))).await;
+    registry.push(&images.join("busybox.oci.tar"), "rudder/busybox:test", "secure/busybox:1");
+    let settings = |ca_file: Option<PathBuf>| RegistryConfig {
+        registries: vec![RegistryHost {
+            host: "secure.example:443".into(),
+            mirror: Some(registry.address.clone()),
+            insecure: false,
+            ca_file,
+        }],
+    };
+    let image = "secure.example:443/secure/busybox:1";
+
+    // Without the CA the certificate is not trusted.
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), settings(None));
+    let err = store.ensure(image, PullPolicy::IfNotPresent, &[]).await.unwrap_err();
+    assert!(matches!(err, ImageError::Pull { .. }), "{err}");
+    assert!(err.to_string().contains("TLS") || err.to_string().contains("certificate"), "{err}");
+
+    let store = open_store(root.path(), settings(Some(dir.join("ca.pem"))));
+    let pulled = store.ensure(image, PullPolicy::IfNotPresent, &[]).await.unwrap();
+    assert_eq!(pulled.config.cmd, vec!["sh"]);
+
+    // A CA file that is not PEM is a configuration error at start, naming the file.
+    fs::write(dir.join("junk.pem"), "not a certificate").unwrap();
+    let err = ImageStore::open(root.path(), settings(Some(dir.join("junk.pem")))).err().expect("junk CA refused");
+    assert!(matches!(err, ImageError::Config(_)) && err.to_string().contains("junk.pem"), "{err}");
 }
