@@ -129,11 +129,12 @@ impl Drop for Daemon {
 }
 
 /// The path of one of the workspace's binaries, next to the running test or benchmark
-/// (target/<profile>/, or its parent when run from target/<profile>/deps/).
+/// (target/<profile>/, or its parent when run from target/<profile>/deps/ or
+/// target/<profile>/examples/).
 pub fn binary_path(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
+    if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.pop();
     }
     let path = dir.join(name);
