@@ -1,5 +1,6 @@
 //! One module per controller.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
@@ -28,6 +29,7 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
         endpoints::EndpointsController::new(ctx.clone()).run(workers),
         deployment::DeploymentController::new(ctx.clone()).run(workers),
         statefulset::StatefulSetController::new(ctx.clone()).run(workers),
+        daemonset::DaemonSetController::new(ctx.clone()).run(workers),
         namespace::NamespaceController::new(ctx.clone()).run(2),
         job::JobController::new(
             ctx.clone(),
