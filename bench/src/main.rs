@@ -4,6 +4,7 @@
 
 mod apiserver;
 mod controller_manager;
+mod kube_proxy;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ enum Command {
     Apiserver(apiserver::Options),
     /// Converging N Deployments x R replicas; the controller-manager's peak RSS.
     ControllerManager(controller_manager::Options),
+    /// kube-proxy nftables sync times (1,000 and 10,000 Services); ClusterIP vs direct requests/s.
+    KubeProxy(kube_proxy::Options),
 }
 
 #[tokio::main]
@@ -31,5 +34,6 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Apiserver(options) => apiserver::run(options).await,
         Command::ControllerManager(options) => controller_manager::run(options).await,
+        Command::KubeProxy(options) => kube_proxy::run(options).await,
     }
 }

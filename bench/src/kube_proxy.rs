@@ -1,0 +1,240 @@
+//! kube-proxy: how long its nftables syncs take for 1,000 and 10,000 Services x 5
+//! endpoints (the whole table, then one endpoint change), measured through the real
+//! proxier inside a scratch network namespace; and requests/s through a ClusterIP
+//! against straight to the pod, with the load client, the node and the pod each in a
+//! namespace of their own. Nothing leaves those namespaces.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use kube_proxy::model::{Protocol, ServicePort, Snapshot};
+use kube_proxy::nftables::{NftablesProxier, Options as NftOptions};
+use kube_proxy::sync::Proxier as _;
+
+use crate::stats::{Latencies, ms};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Endpoint changes timed per size.
+    #[arg(long, default_value_t = 10)]
+    changes: usize,
+    /// Seconds of load per target in the throughput comparison.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent connections of the load client.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+/// A named network namespace, removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn create(role: &str) -> anyhow::Result<Netns> {
+        let name = format!("kpxbench{}-{role}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let netns = Netns(name);
+        netns.ip(&["link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["-n", self.0.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Runs `f` on a new thread inside the namespace (its sockets and children too).
+    fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip").args(args).output().context("running ip (install iproute2)")?;
+    if !output.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
+}
+
+fn snapshot(services: usize, endpoints: usize) -> Snapshot {
+    let service_ports = (0..services)
+        .map(|i| {
+            let i = u32::try_from(i).unwrap_or(0);
+            ServicePort {
+                namespace: "bench".into(),
+                name: format!("svc-{i}"),
+                port_name: "http".into(),
+                protocol: Protocol::Tcp,
+                cluster_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i + 1),
+                port: 80,
+                node_port: None,
+                affinity_seconds: None,
+                endpoints: (0..endpoints)
+                    .map(|e| {
+                        let ip = u32::from(Ipv4Addr::new(10, 244, 0, 0)) + i * 8 + u32::try_from(e).unwrap_or(0) + 1;
+                        SocketAddrV4::new(Ipv4Addr::from(ip), 8080)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Snapshot { service_ports, node_ips: vec![Ipv4Addr::new(192, 168, 50, 1)] }
+}
+
+/// (full sync, per-change latencies, rules) for one size, in the namespace.
+fn sync_times(netns: &Netns, services: usize, changes: usize) -> anyhow::Result<(Duration, Latencies, usize)> {
+    netns
+        .enter(move || -> anyhow::Result<(Duration, Latencies, usize)> {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut proxier = NftablesProxier::new(NftOptions::default());
+                let mut state = snapshot(services, 5);
+                let start = Instant::now();
+                let report = proxier.sync(&state).await?;
+                let full = start.elapsed();
+                let mut samples = Vec::new();
+                for change in 0..changes {
+                    // One endpoint of one Service moves to another address.
+                    let port = &mut state.service_ports[change * 7 % services];
+                    port.endpoints[0] = SocketAddrV4::new(Ipv4Addr::new(10, 250, 0, (change % 250) as u8 + 1), 8080);
+                    let start = Instant::now();
+                    let report = proxier.sync(&state).await?;
+                    samples.push(start.elapsed());
+                    if report.full {
+                        bail!("an endpoint change rewrote the whole table");
+                    }
+                }
+                NftablesProxier::cleanup(kube_proxy::nftables::DEFAULT_TABLE).await?;
+                Ok((full, Latencies::new(samples), report.rules))
+            })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
+}
+
+/// Requests/s of `concurrency` loops of connect, read the reply, close, for `seconds`.
+fn load(client: &Netns, to: SocketAddrV4, seconds: u64, concurrency: usize) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (done, stop) = (done.clone(), stop.clone());
+            client.enter(move || -> anyhow::Result<()> {
+                let mut buffer = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut stream = std::net::TcpStream::connect(to).with_context(|| format!("connecting to {to}"))?;
+                    stream.write_all(b"?")?;
+                    let _ = stream.read(&mut buffer)?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    for worker in workers {
+        worker.join().map_err(|_| anyhow::anyhow!("a load worker panicked"))??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
+}
+
+fn throughput(options: &Options) -> anyhow::Result<(f64, f64)> {
+    let node = Netns::create("node")?;
+    let pod = Netns::create("pod")?;
+    let client = Netns::create("client")?;
+    let exec = |netns: &Netns, args: &[&str]| -> anyhow::Result<()> {
+        let mut all = vec!["netns", "exec", netns.0.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    };
+    exec(&node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    node.ip(&["link", "add", "br0", "address", "02:00:0a:f4:00:01", "type", "bridge"])?;
+    node.ip(&["addr", "add", "10.244.0.1/24", "dev", "br0"])?;
+    node.ip(&["link", "set", "br0", "up"])?;
+    for (netns, port, address) in [(&pod, "veth10", "10.244.0.10/24"), (&client, "veth20", "10.244.0.20/24")] {
+        node.ip(&["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &netns.0])?;
+        node.ip(&["link", "set", port, "master", "br0", "up"])?;
+        netns.ip(&["addr", "add", address, "dev", "eth0"])?;
+        netns.ip(&["link", "set", "eth0", "up"])?;
+        netns.ip(&["route", "add", "default", "via", "10.244.0.1"])?;
+    }
+    let pod_ip = Ipv4Addr::new(10, 244, 0, 10);
+    // The server: answer each connection's first bytes, then close.
+    let listener = pod.enter(|| std::net::TcpListener::bind("0.0.0.0:8080")).join().map_err(|_| anyhow::anyhow!("bind"))??;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let _ = listener.set_nonblocking(true);
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut buffer = [0u8; 64];
+                    if stream.read(&mut buffer).await.is_ok() {
+                        let _ = stream.write_all(b"pod\n").await;
+                    }
+                });
+            }
+        });
+    });
+    let cluster_ip = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 1), 80);
+    let mut state = snapshot(1, 1);
+    state.service_ports[0].endpoints = vec![SocketAddrV4::new(pod_ip, 8080)];
+    node.enter(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async { NftablesProxier::new(NftOptions::default()).sync(&state).await.map(|_| ()) })?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the sync thread panicked"))??;
+    let direct = load(&client, SocketAddrV4::new(pod_ip, 8080), options.seconds, options.concurrency)?;
+    let through = load(&client, cluster_ip, options.seconds, options.concurrency)?;
+    Ok((direct, through))
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let scratch = Netns::create("sync")?;
+    println!("kube-proxy nftables sync (Services x 5 endpoints, applied with nft in a scratch namespace):");
+    for services in [1_000, 10_000] {
+        let (full, changes, rules) = sync_times(&scratch, services, options.changes)?;
+        println!(
+            "  {services:>6} Services: full sync {:.1} ms ({rules} rules and elements); one endpoint change: {}",
+            ms(full),
+            changes.summary()
+        );
+    }
+    drop(scratch);
+    let options = Arc::new(options);
+    let (direct, through) = {
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || throughput(&options)).await??
+    };
+    println!(
+        "requests/s, one connection per request, {} concurrent, {} s each: straight to the pod {direct:.0}, through the ClusterIP {through:.0} ({:.0}%)",
+        options.concurrency,
+        options.seconds,
+        100.0 * through / direct
+    );
+    Ok(())
+}
