@@ -1,8 +1,6 @@
-//! ctl: the command-line client. It reads kubeconfig files as kubectl does and talks
-//! to the apiserver's gRPC API; it holds no state of its own.
-//!
-//! This build has the verbs a newcomer needs first (version, api-resources, apply,
-//! create, get, delete); the rest of kubectl's verbs come with their issue.
+//! ctl: the command-line client, driven as kubectl is. It reads kubeconfig files as
+//! kubectl does and talks only to the apiserver's gRPC API; it holds no state of its
+//! own. Verbs whose server side does not exist yet (logs, exec) say so and fail.
 
 mod cli;
 mod commands;
@@ -26,6 +24,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The command has already printed its own errors, one per object.
+        Err(e) if e.downcast_ref::<commands::Reported>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -591,3 +591,32 @@ async fn get_watch_prints_changes() {
     let line = seen.expect("the watch printed a change");
     assert!(line.starts_with("watched-"), "{line}");
 }
+
+#[tokio::test]
+async fn describe_shows_the_object_and_its_events() {
+    let cluster = cluster().await;
+    cluster.ok(&["create", "configmap", "described", "--from-literal=greeting=hello"]);
+    let uid = cluster.ok(&["get", "cm", "described", "-o", "jsonpath={.metadata.uid}"]);
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let event = format!(
+        "apiVersion: v1\nkind: Event\nmetadata: {{name: described.1, namespace: default}}\ninvolvedObject: {{kind: ConfigMap, name: described, namespace: default, uid: \"{uid}\"}}\nreason: Checked\nmessage: looked fine\ntype: Normal\nsource: {{component: the-test}}\nfirstTimestamp: \"{now}\"\nlastTimestamp: \"{now}\"\ncount: 1\n"
+    );
+    let path = cluster.file("event.yaml", &event);
+    cluster.ok(&["create", "-f", path.to_str().expect("utf-8 path")]);
+    let text = cluster.ok(&["describe", "cm", "described"]);
+    assert!(text.starts_with("Name:               described\nNamespace:          default\n"), "{text}");
+    assert!(text.contains("greeting:\n----\nhello"), "{text}");
+    let events = &text[text.find("Events:").expect("an Events section")..];
+    assert!(normalise(events).contains("Normal Checked <age> the-test looked fine"), "{text}");
+    let events_table = normalise(&cluster.ok(&["get", "events"]));
+    assert_eq!(
+        events_table,
+        "LAST SEEN TYPE REASON OBJECT MESSAGE\n<age> Normal Checked configmap/described looked fine"
+    );
+    let missing = cluster.ctl(&["describe", "cm", "nope"]);
+    assert!(!missing.status.success());
+    assert_eq!(
+        stderr(&missing),
+        "Error from server (NotFound): configmaps \"nope\" not found\nerror: 1 object(s) could not be described\n"
+    );
+}

@@ -130,7 +130,7 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
         for error in &errors {
             eprintln!("{error}");
         }
-        anyhow::bail!("{} object(s) not found or not readable", errors.len());
+        return Err(super::Reported.into());
     }
     if args.watch || args.watch_only {
         let (info, names) = &requests[0];

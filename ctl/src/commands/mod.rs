@@ -67,6 +67,19 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A failure the command has already reported on standard error (as kubectl prints
+/// `Error from server (NotFound): ...` and nothing more); main only sets the exit code.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the errors above")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// Resolves a kind name as kubectl accepts it ("po", "pods", "deployment.apps").
 pub fn kind(name: &str) -> Result<&'static KindInfo> {
     proto::resource::by_name(name)
