@@ -84,6 +84,9 @@ pub struct Flags {
     /// How often the node status is computed (posted on change, and at least every minute) [default: 10s].
     #[arg(long, value_parser = parse_duration)]
     pub node_status_update_frequency: Option<Duration>,
+    /// Processes a pod may run at most (its cgroup's pids.max) [default: unlimited].
+    #[arg(long)]
+    pub pod_max_pids: Option<i64>,
     /// A registry mirror: HOST=MIRROR (mydocker.io:5000=127.0.0.1:5000); repeatable.
     #[arg(long)]
     pub registry_mirror: Vec<String>,
@@ -116,6 +119,7 @@ struct FileSettings {
     cluster_dns: Option<Ipv4Addr>,
     cluster_domain: Option<String>,
     node_status_update_frequency: Option<String>,
+    pod_max_pids: Option<i64>,
     #[serde(default)]
     registries: Vec<FileRegistry>,
 }
@@ -154,6 +158,7 @@ pub struct Settings {
     pub cluster_dns: Option<Ipv4Addr>,
     pub cluster_domain: String,
     pub status_update_frequency: Duration,
+    pub pod_max_pids: Option<i64>,
     pub registries: Vec<FileRegistry>,
 }
 
@@ -299,6 +304,7 @@ impl Settings {
             cluster_dns: flags.cluster_dns.or(file.cluster_dns),
             cluster_domain: flags.cluster_domain.or(file.cluster_domain).unwrap_or_else(|| "cluster.local".into()),
             status_update_frequency,
+            pod_max_pids: flags.pod_max_pids.or(file.pod_max_pids).filter(|n| *n > 0),
             registries,
         })
     }

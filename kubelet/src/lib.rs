@@ -7,5 +7,6 @@ pub mod config;
 pub mod images;
 pub mod network;
 pub mod node;
+pub mod pods;
 pub mod runtime;
 pub mod volumes;

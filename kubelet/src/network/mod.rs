@@ -286,16 +286,15 @@ impl PodNetwork {
         self.ipam.release(pod_uid);
         Ok(())
     }
+}
 
-    /// Removes the bridge and the nftables table: for `kubelet cleanup`.
-    pub async fn remove(&self) -> Result<(), NetworkError> {
-        let handle = connect()?;
-        if let Some(index) = link_index(&handle, &self.config.bridge).await? {
-            handle.link().del(index).execute().await.map_err(nl(format!("deleting bridge {}", self.config.bridge)))?;
-        }
-        let t = &self.config.nft_table;
-        nft(&format!("table ip {t}\ndelete table ip {t}\n")).await
+/// Removes the bridge and the kubelet's nftables table (for `kubelet cleanup`).
+pub async fn remove_host_state(bridge: &str, nft_table: &str) -> Result<(), NetworkError> {
+    let handle = connect()?;
+    if let Some(index) = link_index(&handle, bridge).await? {
+        handle.link().del(index).execute().await.map_err(nl(format!("deleting bridge {bridge}")))?;
     }
+    nft(&format!("table ip {nft_table}\ndelete table ip {nft_table}\n")).await
 }
 
 async fn nft(script: &str) -> Result<(), NetworkError> {
