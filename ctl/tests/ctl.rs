@@ -620,3 +620,61 @@ async fn describe_shows_the_object_and_its_events() {
         "Error from server (NotFound): configmaps \"nope\" not found\nerror: 1 object(s) could not be described\n"
     );
 }
+
+/// Runs `check` until it returns true, for up to 30 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn rollout_history_and_undo_with_the_real_controller_manager() {
+    let cluster = cluster().await;
+    let http = format!("127.0.0.1:{}", testkit::free_port());
+    let args: Vec<String> = [
+        "--master",
+        &cluster.apiserver.grpc_endpoint(),
+        "--http-address",
+        &http,
+        "--leader-elect-lease-duration",
+        "2s",
+        "--leader-elect-renew-deadline",
+        "1500ms",
+        "--leader-elect-retry-period",
+        "200ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let program = testkit::binary_path("controller-manager").expect("the controller-manager is built");
+    let log = cluster.dir.path().join("controller-manager.log");
+    let _manager = testkit::Daemon::spawn("controller-manager", &program, &args, &log).expect("it starts");
+
+    cluster.ok(&["create", "deployment", "web", "--image=busybox:1"]);
+    let revisions = |n: usize| {
+        move |c: &Cluster| {
+            let out = c.ctl(&["rollout", "history", "deploy/web"]);
+            stdout(&out).lines().filter(|l| l.chars().next().is_some_and(|ch| ch.is_ascii_digit())).count() == n
+        }
+    };
+    let one = revisions(1);
+    eventually("revision 1", || one(&cluster)).await;
+    cluster.ok(&["set", "image", "deploy/web", "busybox=busybox:2"]);
+    let two = revisions(2);
+    eventually("revision 2", || two(&cluster)).await;
+    assert_eq!(
+        normalise(&cluster.ok(&["rollout", "history", "deploy/web"])),
+        "deployment.apps/web\nREVISION CHANGE-CAUSE\n1 <none>\n2 <none>\n"
+    );
+    let template = cluster.ok(&["rollout", "history", "deploy/web", "--revision=1"]);
+    assert!(template.contains("image: busybox:1"), "{template}");
+
+    assert_eq!(cluster.ok(&["rollout", "undo", "deploy/web"]), "deployment.apps/web rolled back\n");
+    let image = || cluster.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image(), "busybox:1");
+    let missing = cluster.ctl(&["rollout", "undo", "deploy/web", "--to-revision=9"]);
+    assert!(stderr(&missing).contains("unable to find specified revision 9"), "{}", stderr(&missing));
+}
