@@ -110,6 +110,7 @@ async fn imports_the_built_oci_archives_sharing_layers() {
 enum Entry<'a> {
     Dir(&'a str),
     File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
 }
 
 fn tar_of(entries: &[Entry]) -> Vec<u8> {
@@ -131,6 +132,12 @@ fn tar_of(entries: &[Entry]) -> Vec<u8> {
                 header.set_mode(0o644);
                 header.set_size(data.len() as u64);
                 builder.append_data(&mut header, path, *data).unwrap();
+            }
+            Entry::Symlink(path, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder.append_link(&mut header, path, target).unwrap();
             }
         }
     }
@@ -239,6 +246,76 @@ async fn imports_docker_save_archives_and_honours_whiteouts_in_an_overlay() {
     assert!(!target.join("etc/gone").exists(), "the whiteout deletes etc/gone");
     assert!(!target.join("data/old").exists(), "the opaque dir hides data/old");
     assert_eq!(fs::read_to_string(target.join("data/new")).unwrap(), "new\n");
+}
+
+/// A `docker save` archive of images with one config each over the layer tars given.
+fn docker_save(images: &[(&str, &[(&str, &[u8])])]) -> Vec<u8> {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut manifest = Vec::new();
+    for (tag, layers) in images {
+        let diff_ids: Vec<String> = layers.iter().map(|(_, tar)| sha256(tar)).collect();
+        let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+        let config_bytes = serde_json::to_vec(&config).unwrap();
+        let config_name = format!("{}.json", sha256(&config_bytes).trim_start_matches("sha256:"));
+        files.push((config_name.clone(), config_bytes));
+        for (path, tar) in *layers {
+            if !files.iter().any(|(p, _)| p == path) {
+                files.push((path.to_string(), tar.to_vec()));
+            }
+        }
+        manifest.push(serde_json::json!({"Config": config_name, "RepoTags": [tag],
+            "Layers": layers.iter().map(|(p, _)| *p).collect::<Vec<_>>()}));
+    }
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let mut entries = vec![Entry::File("manifest.json", &manifest_bytes)];
+    entries.extend(files.iter().map(|(p, d)| Entry::File(p, d)));
+    tar_of(&entries)
+}
+
+#[tokio::test]
+async fn docker_save_archives_share_layers_and_hostile_layers_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let store = open_store(&root, RegistryConfig::default());
+
+    // Two images naming the same layer file, as docker save writes shared layers.
+    let base = tar_of(&[Entry::Dir("bin/"), Entry::File("bin/tool", b"tool\n")]);
+    let extra = tar_of(&[Entry::File("extra", b"extra\n")]);
+    let archive = docker_save(&[
+        ("example.org/one:1", &[("base/layer.tar", &base)]),
+        ("example.org/two:1", &[("base/layer.tar", &base), ("extra/layer.tar", &extra)]),
+    ]);
+    let path = work.path().join("two.tar");
+    fs::write(&path, archive).unwrap();
+    assert_eq!(store.import_archive(&path).await.unwrap(), vec!["example.org/one:1", "example.org/two:1"]);
+    let one = store.ensure("example.org/one:1", PullPolicy::Never, &[]).await.unwrap();
+    let two = store.ensure("example.org/two:1", PullPolicy::Never, &[]).await.unwrap();
+    assert_eq!(one.layers[0], two.layers[0]);
+    assert_eq!(fs::read_to_string(two.layers[1].join("extra")).unwrap(), "extra\n");
+
+    // A layer whose whiteout would reach outside it through a symlink.
+    let outside = work.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("victim"), "must survive\n").unwrap();
+    let outside_text = outside.display().to_string();
+    let hostile = tar_of(&[Entry::Symlink("escape", &outside_text), Entry::File("escape/.wh.victim", b"")]);
+    let path = work.path().join("hostile.tar");
+    fs::write(&path, docker_save(&[("example.org/hostile:1", &[("h/layer.tar", &hostile)])])).unwrap();
+    let err = store.import_archive(&path).await.unwrap_err();
+    assert!(matches!(err, ImageError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("escape"), "{err}");
+    assert_eq!(fs::read_to_string(outside.join("victim")).unwrap(), "must survive\n");
+    assert!(store.ensure("example.org/hostile:1", PullPolicy::Never, &[]).await.is_err());
+    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+
+    // A layer that does not match its diff_id in the config.
+    let config_lies = docker_save(&[("example.org/lies:1", &[("l/layer.tar", &base)])]);
+    let lies = String::from_utf8_lossy(&config_lies).replace(&sha256(&base), &sha256(b"other")).into_bytes();
+    let path = work.path().join("lies.tar");
+    fs::write(&path, lies).unwrap();
+    let err = store.import_archive(&path).await.unwrap_err();
+    assert!(err.to_string().contains("the image config says"), "{err}");
 }
 
 #[tokio::test]

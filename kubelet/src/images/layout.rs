@@ -73,10 +73,10 @@ impl Layout {
     /// Stores `bytes` as a blob; when `expected` is given it must be their digest.
     pub fn write_blob(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest, BlobError> {
         let digest = Digest::of(bytes);
-        if let Some(expected) = expected {
-            if expected != &digest {
-                return Err(BlobError::Mismatch { expected: expected.clone(), actual: digest });
-            }
+        if let Some(expected) = expected
+            && expected != &digest
+        {
+            return Err(BlobError::Mismatch { expected: expected.clone(), actual: digest });
         }
         if !self.has_blob(&digest) {
             let temp = self.temp_path("blob");
@@ -85,21 +85,30 @@ impl Layout {
         Ok(digest)
     }
 
-    /// Moves the file at `source` (under tmp/ or an import directory on the same
-    /// filesystem) into the store as the blob `expected`, after checking its digest and,
+    /// Puts the file at `source` (usually under tmp/, on the same filesystem) into the store as the blob `expected`, after checking its digest and,
     /// when given, its size.
     pub fn adopt_blob(&self, source: &Path, expected: &Digest, size: Option<u64>) -> Result<(), BlobError> {
         let (actual, len) = HashingReader::new(File::open(source)?).finish()?;
         if &actual != expected {
             return Err(BlobError::Mismatch { expected: expected.clone(), actual });
         }
-        if let Some(size) = size {
-            if size != len {
-                return Err(BlobError::Size { digest: expected.clone(), expected: size, actual: len });
+        if let Some(size) = size
+            && size != len
+        {
+            return Err(BlobError::Size { digest: expected.clone(), expected: size, actual: len });
+        }
+        // A link, not a rename: an archive may name one file for several images.
+        let dest = self.blob_path(expected);
+        match fs::hard_link(source, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(_) => {
+                let temp = self.temp_path("blob");
+                fs::copy(source, &temp)?;
+                fs::rename(&temp, &dest)?;
+                Ok(())
             }
         }
-        fs::rename(source, self.blob_path(expected))?;
-        Ok(())
     }
 
     /// Reads a (small) blob and checks it still has its digest.

@@ -228,10 +228,10 @@ impl ImageStore {
         let _no_gc = self.inner.gc.read().await;
 
         // A digest pins the content, so even Always needs no registry round trip then.
-        if policy != PullPolicy::Always || reference.digest.is_some() {
-            if let Some(found) = self.local(&reference).await {
-                return Ok(found);
-            }
+        if (policy != PullPolicy::Always || reference.digest.is_some())
+            && let Some(found) = self.local(&reference).await
+        {
+            return Ok(found);
         }
         if policy == PullPolicy::Never {
             return Err(ImageError::NeverPull { image: key });
@@ -367,7 +367,7 @@ impl Inner {
         let invalid = |message: String| ImageError::Invalid { image: image.to_string(), message };
         let manifest = self.read_manifest(image, descriptor)?;
         let (config_digest, config) = self.read_config(image, &manifest)?;
-        if config.os != "" && config.os != "linux" {
+        if !config.os.is_empty() && config.os != "linux" {
             return Err(invalid(format!("the image is for {}, not linux", config.os)));
         }
         if config.rootfs.diff_ids.len() != manifest.layers.len() {

@@ -75,13 +75,13 @@ pub async fn pull(
 ) -> Result<Descriptor, String> {
     let mut client = RegistryClient::new(endpoint, &reference.repository, credentials);
     let mut document = client.manifest(&reference.manifest_reference()).await?;
-    if let Some(pinned) = &reference.digest {
-        if &document.digest != pinned {
-            return Err(format!(
-                "the registry's manifest has digest {}, not the {pinned} the image reference pins",
-                document.digest
-            ));
-        }
+    if let Some(pinned) = &reference.digest
+        && &document.digest != pinned
+    {
+        return Err(format!(
+            "the registry's manifest has digest {}, not the {pinned} the image reference pins",
+            document.digest
+        ));
     }
     let mut kind = DocumentKind::classify(document.content_type.as_deref(), &document.bytes)?;
     // An index may (rarely) point at another index; follow a few levels.

@@ -42,12 +42,12 @@ impl Reference {
             Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
             None => (rest, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return bad(&format!(
-                    "tag {tag:?} must be 1-128 characters of letters, digits, '_', '.' or '-', not starting with '.' or '-'"
-                ));
-            }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return bad(&format!(
+                "tag {tag:?} must be 1-128 characters of letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+            ));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
@@ -133,10 +133,10 @@ fn valid_host(host: &str) -> bool {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     !name.is_empty()
         && name.split('.').all(|label| {

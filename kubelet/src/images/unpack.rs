@@ -65,8 +65,7 @@ fn unpack_tar(stream: &mut dyn Read, dest: &Path) -> Result<(), UnpackError> {
         };
         let file_name = file_name.to_string_lossy();
         if let Some(target) = file_name.strip_prefix(WHITEOUT_PREFIX) {
-            let parent = dest.join(relative.parent().unwrap_or(Path::new("")));
-            fs::create_dir_all(&parent)?;
+            let parent = real_dir_in(dest, relative.parent().unwrap_or(Path::new(""))).map_err(entry_error)?;
             if file_name == OPAQUE_MARKER {
                 set_opaque(&parent).map_err(|e| entry_error(format!("marking {} opaque: {e}", parent.display())))?;
             } else if target.is_empty() || target.starts_with(WHITEOUT_PREFIX) {
@@ -81,6 +80,22 @@ fn unpack_tar(stream: &mut dyn Read, dest: &Path) -> Result<(), UnpackError> {
         entry.unpack_in(dest).map_err(|e| entry_error(e.to_string()))?;
     }
     Ok(())
+}
+
+/// `dest/relative` as a directory, created as needed, refusing any symlink on the way:
+/// a symlink earlier in the layer must not steer a whiteout out of the layer.
+fn real_dir_in(dest: &Path, relative: &Path) -> Result<PathBuf, String> {
+    let mut dir = dest.to_path_buf();
+    for part in relative.components() {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(format!("{} is not a directory (a symlink or a file)", dir.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir).map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(dir)
 }
 
 /// The entry's path relative to the layer root; `..` is refused.
