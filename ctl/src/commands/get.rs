@@ -57,6 +57,8 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
     let mut blocks = Vec::new();
     let mut errors = Vec::new();
     let mut list_version = String::new();
+    // Column widths of the table printed first, which watched rows keep.
+    let mut widths = Vec::new();
     for (info, names) in &requests {
         let ns = connection.list_namespace(info);
         let ns_for_names = connection.scoped(info);
@@ -92,10 +94,12 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
                     kind_prefix: several,
                     headers: !args.no_headers,
                 };
-                blocks.push(output::align(&output::table_rows(info, &values, options)));
+                widths.clear();
+                blocks.push(output::align_to(&output::table_rows(info, &values, options), &mut widths));
             }
             Format::CustomColumns(columns) if !objects.is_empty() => {
-                blocks.push(output::align(&output::custom_rows(columns, &values, !args.no_headers)));
+                widths.clear();
+                blocks.push(output::align_to(&output::custom_rows(columns, &values, !args.no_headers), &mut widths));
             }
             Format::Name => {
                 for object in &objects {
@@ -135,9 +139,18 @@ pub async fn get(connection: &Connection, args: &GetArgs) -> Result<()> {
     if args.watch || args.watch_only {
         let (info, names) = &requests[0];
         let headers = all.is_empty() && !args.no_headers;
-        return watch(connection, args, &format, info, names, &list_version, headers).await;
+        let start = WatchStart { from: list_version, headers, widths };
+        return watch(connection, args, &format, info, names, start).await;
     }
     Ok(())
+}
+
+/// Where a watch picks up after the listing: its resourceVersion, whether a header
+/// is still to be printed, and the listing's column widths.
+struct WatchStart {
+    from: String,
+    headers: bool,
+    widths: Vec<usize>,
 }
 
 /// Prints every change after `from` until interrupted: one row per event for tables,
@@ -148,9 +161,9 @@ async fn watch(
     format: &Format,
     info: &'static KindInfo,
     names: &[String],
-    from: &str,
-    mut headers: bool,
+    start: WatchStart,
 ) -> Result<()> {
+    let WatchStart { from, mut headers, mut widths } = start;
     let mut field_selector = args.field_selector.clone();
     if let [name] = names {
         let by_name = format!("metadata.name={name}");
@@ -158,7 +171,7 @@ async fn watch(
     }
     let params = ListParams { label_selector: args.selector.clone(), field_selector, ..Default::default() };
     let ns = if names.is_empty() { connection.list_namespace(info) } else { connection.scoped(info) };
-    let mut events = connection.client.watch(info, &ns, &params, from, false).await?;
+    let mut events = connection.client.watch(info, &ns, &params, &from, false).await?;
     while let Some(event) = next_event(&mut events).await {
         let bytes = match event? {
             RawEvent::Added(b) | RawEvent::Modified(b) | RawEvent::Deleted(b) => b,
@@ -178,9 +191,11 @@ async fn watch(
                     kind_prefix: false,
                     headers,
                 };
-                output::align(&output::table_rows(info, &[value], options))
+                output::align_to(&output::table_rows(info, &[value], options), &mut widths)
             }
-            Format::CustomColumns(columns) => output::align(&output::custom_rows(columns, &[value], headers)),
+            Format::CustomColumns(columns) => {
+                output::align_to(&output::custom_rows(columns, &[value], headers), &mut widths)
+            }
             Format::Name => format!("{}\n", output::name_of(info, &object.metadata().name)),
             Format::Yaml => format!("---\n{}", output::render_value(&value, format)),
             other => output::render_value(&value, other),

@@ -252,6 +252,10 @@ pub async fn modify(
 
 /// kubectl's line for an API error: `Error from server (NotFound): pods "x" not found`.
 pub fn server_error(error: &ApiError) -> String {
+    // A server that was never reached did not answer anything.
+    if error.is(Reason::ServiceUnavailable) && error.message().starts_with("cannot reach") {
+        return format!("error: {}", error.message());
+    }
     let mut line = format!("Error from server ({}): {}", error.reason().as_str(), error.message());
     // An Invalid error lists each field on its own line as well, so long lists stay readable.
     if error.causes().len() > 1 {

@@ -9,7 +9,7 @@ use proto::{DynamicObject, KindInfo};
 use serde_json::{Value as Json, json};
 
 pub use jsonpath::Template;
-pub use table::{TableOptions, align, human_duration, table_rows};
+pub use table::{TableOptions, align, align_to, human_duration, table_rows};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Format {

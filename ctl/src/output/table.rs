@@ -598,10 +598,20 @@ pub fn human_duration(seconds: i64) -> String {
 }
 
 pub fn align(rows: &[Vec<String>]) -> String {
+    let mut widths = Vec::new();
+    align_to(rows, &mut widths)
+}
+
+/// Aligns rows to at least `widths` (widened as the rows need), so the rows a watch
+/// prints one by one line up under the table printed first.
+pub fn align_to(rows: &[Vec<String>], widths: &mut Vec<usize>) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-        .collect();
+    widths.resize(widths.len().max(columns), 0);
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            widths[c] = widths[c].max(cell.chars().count());
+        }
+    }
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
