@@ -678,3 +678,35 @@ async fn rollout_history_and_undo_with_the_real_controller_manager() {
     let missing = cluster.ctl(&["rollout", "undo", "deploy/web", "--to-revision=9"]);
     assert!(stderr(&missing).contains("unable to find specified revision 9"), "{}", stderr(&missing));
 }
+
+#[tokio::test]
+async fn apply_recurses_into_directories_only_with_r_and_reads_stdin() {
+    let cluster = cluster().await;
+    let dir = cluster.dir.path().join("manifests");
+    std::fs::create_dir_all(dir.join("sub")).expect("make dirs");
+    std::fs::write(dir.join("a.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: top}\n").expect("write");
+    std::fs::write(dir.join("sub/b.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nested}\n")
+        .expect("write");
+    let dir = dir.to_str().expect("utf-8 path");
+    assert_eq!(cluster.ok(&["apply", "-f", dir]), "configmap/top created\n");
+    assert_eq!(cluster.ok(&["apply", "-R", "-f", dir]), "configmap/top unchanged\nconfigmap/nested created\n");
+
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+        .arg(format!("--server={}", cluster.apiserver.grpc_endpoint()))
+        .args(["apply", "-f", "-"])
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctl starts");
+    child
+        .stdin
+        .take()
+        .expect("a stdin pipe")
+        .write_all(b"apiVersion: v1\nkind: Namespace\nmetadata: {name: piped}\n")
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("ctl ends");
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), "namespace/piped created\n");
+}
