@@ -73,3 +73,17 @@ pub fn connect(global: &Global) -> Result<Connection> {
         all_namespaces: global.all_namespaces,
     })
 }
+
+/// A connection that is never used: for client-side dry runs of generators, which
+/// kubectl can do with no cluster configured at all.
+pub fn offline(global: &Global) -> Result<Connection> {
+    let namespace = global.namespace.clone().unwrap_or_else(|| "default".to_string());
+    // Never dialled: the channel connects lazily and nothing is sent.
+    let client = Client::new("http://127.0.0.1:1", &namespace).context("building an unused client")?;
+    Ok(Connection {
+        client,
+        namespace,
+        explicit_namespace: global.namespace.is_some(),
+        all_namespaces: global.all_namespaces,
+    })
+}

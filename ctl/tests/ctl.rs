@@ -359,6 +359,16 @@ async fn generators_print_manifests_that_decode_back() {
     }
     let svc = cluster.ok(&["get", "svc", "nginx-app", "-o", "jsonpath={.spec.type} {.spec.ports[0].targetPort}"]);
     assert_eq!(svc, "NodePort 8080");
+
+    // A client dry run needs no cluster at all, as with kubectl.
+    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+        .args(["create", "deployment", "nginx-app", "--image=nginx", "-o", "yaml", "--dry-run=client"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", cluster.dir.path())
+        .output()
+        .expect("ctl runs");
+    assert!(offline.status.success(), "{}", stderr(&offline));
+    assert_eq!(stdout(&offline), yaml.replace("replicas: 2", "replicas: 1"));
 }
 
 #[tokio::test]

@@ -38,7 +38,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Exec(args) => return streaming::exec(&args),
         _ => {}
     }
-    let connection = connect(global)?;
+    let connection = match connect(global) {
+        Ok(connection) => connection,
+        // Generating a manifest needs no cluster.
+        Err(_) if client_dry_run_generator(&cli.command) => crate::connection::offline(global)?,
+        Err(e) => return Err(e),
+    };
     let c = &connection;
     match cli.command {
         Command::Version(args) => discovery::version(Some(c), &args).await,
@@ -79,6 +84,15 @@ impl std::fmt::Display for Reported {
 }
 
 impl std::error::Error for Reported {}
+
+fn client_dry_run_generator(command: &Command) -> bool {
+    let dry_run = match command {
+        Command::Create(args) if args.generator.is_some() => &args.dry_run,
+        Command::Run(args) => &args.dry_run,
+        _ => return false,
+    };
+    DryRun::parse(dry_run).is_ok_and(|d| d == DryRun::Client)
+}
 
 /// Resolves a kind name as kubectl accepts it ("po", "pods", "deployment.apps").
 pub fn kind(name: &str) -> Result<&'static KindInfo> {
