@@ -96,10 +96,9 @@ async fn no_endpoints_reject_at_once_and_removing_an_endpoint_moves_traffic() {
     let address = cluster_address(&web);
     cluster.set_endpoints("web", "http", "TCP", 8080, &[b]).await;
     // Once the change is programmed, every request goes to b.
-    let a_target = format!("dnat to {a}:8080");
-    cluster
-        .wait_table("removing a", |table| table.contains("dnat to 10.244.0.11:8080") && !table.contains(&a_target))
-        .await;
+    // The endpoint map lists "<clusterIP> . 80 . <index> : <pod> . 8080".
+    let (a_target, b_target) = (format!(": {a} . 8080"), format!(": {b} . 8080"));
+    cluster.wait_table("removing a", |table| table.contains(&b_target) && !table.contains(&a_target)).await;
     let replies = common::tcp_requests(cluster.world.pod("c"), address, 20).await;
     assert!(replies.iter().all(|r| r == "pod-b"), "{replies:?}\n{}", cluster.proxy_log());
 
@@ -169,7 +168,14 @@ async fn client_ip_affinity_sticks_and_udp_follows_endpoint_changes() {
     );
     common::wait_tcp(cluster.world.pod("c"), other, "the other Service", |r| r.is_ok()).await;
     let after = tally(&common::tcp_requests(cluster.world.pod("c"), cluster_address(&sticky), 5).await);
-    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "affinity lost in a sync");
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "affinity lost in a sync:\n{}",
+        cluster.proxy_log()
+    );
+    let log = cluster.proxy_log();
+    assert!(!log.contains("incremental update failed"), "every sync after the first should be incremental:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
