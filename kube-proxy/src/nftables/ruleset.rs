@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::model::{Cidr, Protocol, ServicePort, Snapshot};
+use crate::model::{Cidr, ServicePort, Snapshot};
 
 /// The packet mark meaning "masquerade this connection"; Kubernetes' value.
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -47,28 +47,15 @@ const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 const NODE_IPS: &str = "node-ips";
 const HAIRPIN: &str = "hairpin";
-const SERVICE_ENDPOINTS_TCP: &str = "service-endpoints-tcp";
-const SERVICE_ENDPOINTS_UDP: &str = "service-endpoints-udp";
-const NODEPORT_ENDPOINTS_TCP: &str = "nodeport-endpoints-tcp";
-const NODEPORT_ENDPOINTS_UDP: &str = "nodeport-endpoints-udp";
 
 /// The sets and maps of the skeleton whose elements follow the snapshot, with their types.
-/// The endpoint maps are keyed by the Service's address and a random endpoint index,
-/// so every Service shares them: per-rule anonymous maps cost the kernel time
-/// quadratic in their number (10,000 of them take seconds to load). One map per
-/// protocol, because nft 1.0.6 refuses to add rules against a `meta l4proto . th
-/// dport` key once the map is in the kernel.
-const ELEMENT_SETS: [(&str, &str, &str); 10] = [
+const ELEMENT_SETS: [(&str, &str, &str); 6] = [
     ("map", SERVICE_IPS, "type ipv4_addr . inet_proto . inet_service : verdict"),
     ("map", SERVICE_NODEPORTS, "type inet_proto . inet_service : verdict"),
     ("map", NO_ENDPOINT_SERVICES, "type ipv4_addr . inet_proto . inet_service : verdict"),
     ("map", NO_ENDPOINT_NODEPORTS, "type inet_proto . inet_service : verdict"),
     ("set", NODE_IPS, "type ipv4_addr"),
     ("set", HAIRPIN, "type ipv4_addr . ipv4_addr"),
-    ("map", SERVICE_ENDPOINTS_TCP, "typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport"),
-    ("map", SERVICE_ENDPOINTS_UDP, "typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport"),
-    ("map", NODEPORT_ENDPOINTS_TCP, "typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport"),
-    ("map", NODEPORT_ENDPOINTS_UDP, "typeof udp dport . numgen random mod 1 : ip daddr . udp dport"),
 ];
 
 /// The fixed chains, which never change while the process runs.
@@ -199,15 +186,20 @@ impl Ruleset {
                 rules.push(format!("numgen random mod {} vmap {{ {} }}", picks.len(), picks.join(", ")));
             }
             None => {
-                let map = match port.protocol {
-                    Protocol::Tcp => SERVICE_ENDPOINTS_TCP,
-                    Protocol::Udp => SERVICE_ENDPOINTS_UDP,
-                };
-                let count = port.endpoints.len();
-                rules.push(format!("dnat to ip daddr . {proto} dport . numgen random mod {count} map @{map}"));
+                // A cascade: endpoint i of n is taken with probability 1/(n-i) when
+                // none before it was, so each gets 1/n. Maps (anonymous per rule or
+                // named per Service) would be one lookup, but the kernel's cost of
+                // loading thousands of them grows quadratically: 10,000 take 8-15 s.
+                let last = port.endpoints.len() - 1;
                 for (i, endpoint) in port.endpoints.iter().enumerate() {
-                    let key = format!("{} . {} . {i}", port.cluster_ip, port.port);
-                    self.element(map, key, Some(format!("{} . {}", endpoint.ip(), endpoint.port())));
+                    if i == last {
+                        rules.push(format!("meta l4proto {proto} dnat to {endpoint}"));
+                    } else {
+                        let remaining = port.endpoints.len() - i;
+                        rules.push(format!(
+                            "numgen random mod {remaining} == 0 meta l4proto {proto} dnat to {endpoint}"
+                        ));
+                    }
                 }
             }
         }
@@ -215,23 +207,7 @@ impl Ruleset {
         self.element(SERVICE_IPS, service_key, Some(format!("goto {chain}")));
         if let Some(key) = nodeport_key {
             let np_chain = format!("np/{}", port.id());
-            let mut rules = vec![format!("meta mark set meta mark | {MASQUERADE_MARK:#x}")];
-            if port.affinity_seconds.is_some() {
-                // The affinity chains DNAT to fixed addresses, whatever the destination.
-                rules.push(format!("goto {chain}"));
-            } else {
-                let map = match port.protocol {
-                    Protocol::Tcp => NODEPORT_ENDPOINTS_TCP,
-                    Protocol::Udp => NODEPORT_ENDPOINTS_UDP,
-                };
-                let count = port.endpoints.len();
-                rules.push(format!("dnat to {proto} dport . numgen random mod {count} map @{map}"));
-                let node_port = port.node_port.unwrap_or_default();
-                for (i, endpoint) in port.endpoints.iter().enumerate() {
-                    let key = format!("{node_port} . {i}");
-                    self.element(map, key, Some(format!("{} . {}", endpoint.ip(), endpoint.port())));
-                }
-            }
+            let rules = vec![format!("meta mark set meta mark | {MASQUERADE_MARK:#x}"), format!("goto {chain}")];
             self.chains.insert(np_chain.clone(), rules);
             self.element(SERVICE_NODEPORTS, key, Some(format!("goto {np_chain}")));
         }
@@ -417,15 +393,10 @@ mod tests {
         assert!(text.starts_with("table ip rudder-proxy {}\ndelete table ip rudder-proxy\n"), "{text}");
         assert!(text.contains("elements = { 10.96.0.10 . tcp . 80 : goto svc/default/web/tcp/http }"), "{text}");
         assert!(
-            text.contains("dnat to ip daddr . tcp dport . numgen random mod 2 map @service-endpoints-tcp"),
+            text.contains("chain svc/default/web/tcp/http {\nnumgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.0.2:8080\nmeta l4proto tcp dnat to 10.244.0.3:8080\n}"),
             "{text}"
         );
-        assert!(
-            text.contains(
-                "elements = { 10.96.0.10 . 80 . 0 : 10.244.0.2 . 8080, 10.96.0.10 . 80 . 1 : 10.244.0.3 . 8080 }"
-            ),
-            "{text}"
-        );
+
         assert!(text.contains("elements = { 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }"), "{text}");
         assert!(text.contains("elements = { 192.168.1.10 }"), "{text}");
         assert_eq!(chain_names(&rules), std::collections::BTreeSet::from(["svc/default/web/tcp/http".to_string()]));
@@ -452,12 +423,11 @@ mod tests {
         assert!(text.contains("elements = { udp . 30080 : goto np/default/web/udp/80 }"), "{text}");
         assert!(
             text.contains(
-                "chain np/default/web/udp/80 {\nmeta mark set meta mark | 0x4000\ndnat to udp dport . numgen random mod 1 map @nodeport-endpoints-udp\n}"
+                "chain np/default/web/udp/80 {\nmeta mark set meta mark | 0x4000\ngoto svc/default/web/udp/80\n}"
             ),
             "{text}"
         );
-        assert!(text.contains("elements = { 30080 . 0 : 10.244.0.2 . 8080 }"), "{text}");
-        assert!(text.contains("chain svc/default/web/udp/80 {\nip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\ndnat to ip daddr . udp dport . numgen random mod 1 map @service-endpoints-udp\n}"), "{text}");
+        assert!(text.contains("chain svc/default/web/udp/80 {\nip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\nmeta l4proto udp dnat to 10.244.0.2:8080\n}"), "{text}");
     }
 
     #[test]
@@ -497,10 +467,9 @@ mod tests {
         assert_eq!(after.update_transaction(&after), "");
         let update = after.update_transaction(&before);
         let expected = "flush chain ip rudder-proxy svc/default/a/tcp/http\n\
-             add rule ip rudder-proxy svc/default/a/tcp/http dnat to ip daddr . tcp dport . numgen random mod 1 map @service-endpoints-tcp\n\
+             add rule ip rudder-proxy svc/default/a/tcp/http meta l4proto tcp dnat to 10.244.0.2:80\n\
              delete element ip rudder-proxy hairpin { 10.244.0.3 . 10.244.0.3, 10.244.0.5 . 10.244.0.5 }\n\
              add element ip rudder-proxy no-endpoint-services { 10.96.0.3 . tcp . 80 : goto reject-service }\n\
-             delete element ip rudder-proxy service-endpoints-tcp { 10.96.0.1 . 80 . 1, 10.96.0.3 . 80 . 0 }\n\
              delete element ip rudder-proxy service-ips { 10.96.0.3 . tcp . 80 }\n\
              flush chain ip rudder-proxy svc/default/c/tcp/http\n\
              delete chain ip rudder-proxy svc/default/c/tcp/http\n";
