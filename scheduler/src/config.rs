@@ -1,0 +1,175 @@
+//! The scheduler's settings: flags, optionally a YAML file with the same keys
+//! (`scheduler-name: my-scheduler`) plus `score-weights`, flags winning over the
+//! file, defaults last.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::scores::Weights;
+
+#[derive(Debug, Parser, Default)]
+#[command(name = "scheduler", version, about = "Places pending pods on nodes.")]
+pub struct Flags {
+    /// A YAML file with any of the settings below (keys as the flags, without "--"),
+    /// and `score-weights` (least-allocated, balanced-allocation, node-affinity, taint-toleration).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The kubeconfig naming the apiserver [default: $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The apiserver's address, overriding the kubeconfig (http://127.0.0.1:6443).
+    #[arg(long, alias = "server")]
+    pub master: Option<String>,
+    /// Address of /healthz, /readyz and /metrics [default: 127.0.0.1:10259].
+    #[arg(long)]
+    pub http_address: Option<SocketAddr>,
+    /// Pods whose spec.schedulerName is this are ours [default: default-scheduler].
+    #[arg(long)]
+    pub scheduler_name: Option<String>,
+    /// Elect a leader so that only one of several replicas acts [default: true].
+    #[arg(long)]
+    pub leader_elect: Option<bool>,
+    /// How long a leader's Lease lasts without renewal [default: 15s].
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Option<Duration>,
+    /// How long a leader tries to renew before it stops leading [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Option<Duration>,
+    /// How often candidates try to acquire and leaders renew [default: 2s].
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_retry_period: Option<Duration>,
+    /// Stop filtering once this share of nodes is feasible; 0 adapts to the cluster size [default: 0].
+    #[arg(long)]
+    pub percentage_of_nodes_to_score: Option<u32>,
+    /// Bindings sent concurrently [default: 64].
+    #[arg(long)]
+    pub max_bindings_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileSettings {
+    kubeconfig: Option<PathBuf>,
+    master: Option<String>,
+    http_address: Option<SocketAddr>,
+    scheduler_name: Option<String>,
+    leader_elect: Option<bool>,
+    leader_elect_lease_duration: Option<String>,
+    leader_elect_renew_deadline: Option<String>,
+    leader_elect_retry_period: Option<String>,
+    percentage_of_nodes_to_score: Option<u32>,
+    max_bindings_in_flight: Option<usize>,
+    score_weights: Option<Weights>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kubeconfig: Option<PathBuf>,
+    pub master: Option<String>,
+    pub http_address: SocketAddr,
+    pub scheduler_name: String,
+    pub leader_elect: bool,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+    pub percentage_of_nodes_to_score: u32,
+    pub max_bindings_in_flight: usize,
+    pub weights: Weights,
+}
+
+/// "15s", "500ms", "2m", or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration such as 15s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("\"{text}\": unknown unit \"{unit}\" (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("\"{text}\" is out of range"))
+}
+
+impl Settings {
+    pub fn load(flags: Flags) -> anyhow::Result<Settings> {
+        let file: FileSettings = match &flags.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+                serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let duration = |flag: Option<Duration>, file: Option<String>, name: &str, default: u64| match (flag, file) {
+            (Some(d), _) => Ok(d),
+            (None, Some(text)) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name} in --config: {e}")),
+            (None, None) => Ok(Duration::from_secs(default)),
+        };
+        let settings = Settings {
+            kubeconfig: flags.kubeconfig.or(file.kubeconfig),
+            master: flags.master.or(file.master),
+            http_address: flags.http_address.or(file.http_address).unwrap_or_else(|| ([127, 0, 0, 1], 10259).into()),
+            scheduler_name: flags
+                .scheduler_name
+                .or(file.scheduler_name)
+                .unwrap_or_else(|| "default-scheduler".to_string()),
+            leader_elect: flags.leader_elect.or(file.leader_elect).unwrap_or(true),
+            lease_duration: duration(
+                flags.leader_elect_lease_duration,
+                file.leader_elect_lease_duration,
+                "leader-elect-lease-duration",
+                15,
+            )?,
+            renew_deadline: duration(
+                flags.leader_elect_renew_deadline,
+                file.leader_elect_renew_deadline,
+                "leader-elect-renew-deadline",
+                10,
+            )?,
+            retry_period: duration(
+                flags.leader_elect_retry_period,
+                file.leader_elect_retry_period,
+                "leader-elect-retry-period",
+                2,
+            )?,
+            percentage_of_nodes_to_score: flags
+                .percentage_of_nodes_to_score
+                .or(file.percentage_of_nodes_to_score)
+                .unwrap_or(0),
+            max_bindings_in_flight: flags.max_bindings_in_flight.or(file.max_bindings_in_flight).unwrap_or(64),
+            weights: file.score_weights.unwrap_or_default(),
+        };
+        if settings.percentage_of_nodes_to_score > 100 {
+            bail!("--percentage-of-nodes-to-score must be between 0 and 100");
+        }
+        if settings.renew_deadline >= settings.lease_duration {
+            bail!("--leader-elect-renew-deadline must be shorter than --leader-elect-lease-duration");
+        }
+        if settings.retry_period >= settings.renew_deadline {
+            bail!("--leader-elect-retry-period must be shorter than --leader-elect-renew-deadline");
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let settings = Settings::load(Flags::parse_from(["scheduler"])).unwrap();
+        assert_eq!(settings.scheduler_name, "default-scheduler");
+        assert_eq!(settings.weights.taint_toleration, 3);
+        let error = Settings::load(Flags::parse_from(["scheduler", "--percentage-of-nodes-to-score", "150"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("between 0 and 100"), "{error}");
+    }
+}
