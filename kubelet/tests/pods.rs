@@ -32,18 +32,26 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     }
     let node = Node::start(1).await;
     let mut cm = ConfigMap::default();
-    cm.metadata = Some(proto::meta::v1::ObjectMeta { name: "settings".into(), namespace: "default".into(), ..Default::default() });
+    cm.metadata = Some(proto::meta::v1::ObjectMeta {
+        name: "settings".into(),
+        namespace: "default".into(),
+        ..Default::default()
+    });
     cm.data.insert("colour".into(), "blue".into());
     cm.data.insert("file.txt".into(), "from a configmap".into());
     Api::<ConfigMap>::namespaced(&node.client, "default").create(&cm).await.unwrap();
     let mut secret = Secret::default();
-    secret.metadata = Some(proto::meta::v1::ObjectMeta { name: "creds".into(), namespace: "default".into(), ..Default::default() });
+    secret.metadata =
+        Some(proto::meta::v1::ObjectMeta { name: "creds".into(), namespace: "default".into(), ..Default::default() });
     secret.data.insert("password".into(), b"hunter2".to_vec().into());
     Api::<Secret>::namespaced(&node.client, "default").create(&secret).await.unwrap();
     let host_dir = node.dir.path().join("host-data");
     // The container runs as uid 1000: let it write into the subPath.
     std::fs::create_dir_all(host_dir.join("sub")).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(host_dir.join("sub")).unwrap().permissions(), 0o777);
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(host_dir.join("sub")).unwrap().permissions(),
+        0o777,
+    );
     std::fs::set_permissions(host_dir.join("sub"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
 
     node.create_pod(json!({
@@ -86,7 +94,11 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     assert!(cidr.contains(ip) && ip != cidr.gateway(), "pod IP {ip} outside {cidr}");
     assert_eq!(status.host_ip, "127.0.0.1");
     assert_eq!(status.qos_class, "BestEffort");
-    assert!(status.container_statuses.iter().all(|c| c.ready && c.restart_count == 0), "{:?}", status.container_statuses);
+    assert!(
+        status.container_statuses.iter().all(|c| c.ready && c.restart_count == 0),
+        "{:?}",
+        status.container_statuses
+    );
 
     // Its httpd answers from the host, naming the pod as its host.
     let mut body = Err(String::new());
@@ -104,7 +116,11 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let read = |file: &str| node.exec(&pod, "check", &["cat", file]);
     while read("/out/hostname").0 != 0 {
-        assert!(std::time::Instant::now() < deadline, "the check container never wrote its files: {:?}", read("/out/hostname"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check container never wrote its files: {:?}",
+            read("/out/hostname")
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(read("/out/env").1.trim(), "hello blue hunter2 web 1000:2000");
@@ -121,7 +137,8 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let n = loop {
         let n: NodeObject = Api::<NodeObject>::all(&node.client).get(&node.name).await.unwrap();
-        let ready = n.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"));
+        let ready =
+            n.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"));
         if ready || std::time::Instant::now() > deadline {
             break n;
         }
@@ -147,4 +164,127 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup").join(node.cgroup_parent()).join(format!("pod{uid}"));
     assert!(!cgroup.exists() && !cgroup_v2.exists(), "the pod's cgroup is left");
     assert!(node::http_get(&format!("{ip}:80")).await.is_err(), "the pod still answers");
+}
+
+fn container(pod: &Pod, name: &str) -> proto::core::v1::ContainerStatus {
+    let status = pod.status.clone().unwrap_or_default();
+    status
+        .container_statuses
+        .iter()
+        .chain(status.init_container_statuses.iter())
+        .find(|c| c.name == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn last_reason(c: &proto::core::v1::ContainerStatus) -> String {
+    c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.reason.clone()).unwrap_or_default()
+}
+
+fn waiting_reason(c: &proto::core::v1::ContainerStatus) -> String {
+    c.state.as_ref().and_then(|s| s.waiting.as_ref()).map(|w| w.reason.clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn init_containers_oom_kills_liveness_and_readiness_drive_restarts_and_ready() {
+    if !root() {
+        return;
+    }
+    let node = Node::start(2).await;
+    node.create_pod(json!({
+        "metadata": {"name": "busy"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "initContainers": [
+                {"name": "init1", "image": "rudder/busybox:test", "command": ["sh", "-c", "echo one >> /w/log"],
+                 "volumeMounts": [{"name": "w", "mountPath": "/w"}]},
+                {"name": "init2", "image": "rudder/busybox:test", "command": ["sh", "-c", "echo two >> /w/log"],
+                 "volumeMounts": [{"name": "w", "mountPath": "/w"}]}
+            ],
+            "containers": [
+                {"name": "hog", "image": "rudder/busybox:test",
+                 "command": ["sh", "-c", "sleep 1; head -c 300m /dev/zero | tail"],
+                 "resources": {"limits": {"memory": "32Mi"}}},
+                {"name": "live", "image": "rudder/busybox:test",
+                 "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 3600"],
+                 "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1}},
+                {"name": "web", "image": "rudder/httpd:test",
+                 "readinessProbe": {"httpGet": {"path": "/ready.html", "port": 80}, "periodSeconds": 1},
+                 "volumeMounts": [{"name": "w", "mountPath": "/w"}]}
+            ],
+            "volumes": [{"name": "w", "emptyDir": {}}]
+        }
+    }))
+    .await;
+    // Init containers ran first, in order, and completed.
+    let pod = node
+        .wait_pod("busy", "its web container running", |p| {
+            container(p, "web").state.as_ref().is_some_and(|s| s.running.is_some())
+        })
+        .await;
+    for name in ["init1", "init2"] {
+        let c = container(&pod, name);
+        let t = c.state.and_then(|s| s.terminated).unwrap_or_default();
+        assert_eq!((t.exit_code, t.reason.as_str()), (0, "Completed"), "{name}");
+    }
+    assert_eq!(node.exec(&pod, "web", &["cat", "/w/log"]).1, "one\ntwo\n");
+
+    // Readiness follows the httpGet probe.
+    assert!(!container(&pod, "web").ready);
+    let (code, out) = node.exec(&pod, "web", &["sh", "-c", "echo ok > /tmp/www/ready.html"]);
+    assert_eq!(code, 0, "{out}");
+    node.wait_pod("busy", "web ready", |p| container(p, "web").ready).await;
+    node.exec(&pod, "web", &["rm", "/tmp/www/ready.html"]);
+    node.wait_pod("busy", "web unready again", |p| !container(p, "web").ready).await;
+
+    // The memory hog is OOMKilled, restarted, and then backs off.
+    let pod = node
+        .wait_pod("busy", "hog OOMKilled and restarted", |p| {
+            let c = container(p, "hog");
+            c.restart_count >= 1 && last_reason(&c) == "OOMKilled"
+        })
+        .await;
+    let c = container(&pod, "hog");
+    assert_eq!(c.last_state.unwrap().terminated.unwrap().container_id.is_empty(), false);
+    node.wait_pod("busy", "hog in CrashLoopBackOff", |p| waiting_reason(&container(p, "hog")) == "CrashLoopBackOff")
+        .await;
+
+    // The failing liveness probe restarts its container.
+    node.wait_pod("busy", "live restarted by its liveness probe", |p| container(p, "live").restart_count >= 1).await;
+    let pod = node.pods().get("busy").await.unwrap();
+    assert_eq!(pod.status.unwrap().phase, "Running");
+}
+
+#[tokio::test]
+async fn a_restarted_kubelet_adopts_its_running_pod() {
+    if !root() {
+        return;
+    }
+    let mut node = Node::start(3).await;
+    node.create_pod(json!({
+        "metadata": {"name": "steady"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": "rudder/httpd:test"}]}
+    }))
+    .await;
+    let before = node.wait_pod("steady", "Running and Ready", running_and_ready).await;
+    let before_status = container(&before, "main");
+    let ip = before.status.clone().unwrap().pod_ip;
+
+    node.stop_kubelet();
+    assert!(node::http_get(&format!("{ip}:80")).await.is_ok(), "the pod stopped with the kubelet");
+    node.start_kubelet();
+    // The new kubelet posts its node status; give it time to sync the pod too.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = node.wait_pod("steady", "Running and Ready", running_and_ready).await;
+    let after_status = container(&after, "main");
+    assert_eq!(after_status.container_id, before_status.container_id, "the container was started again");
+    assert_eq!(after_status.restart_count, 0);
+    assert_eq!(after.status.unwrap().pod_ip, ip);
+    let runtime = node.root.join("runtime").join(&after.metadata.as_ref().unwrap().uid).join("containers");
+    assert_eq!(std::fs::read_dir(&runtime).unwrap().count(), 1, "a second container was made");
+    assert!(node::http_get(&format!("{ip}:80")).await.unwrap().contains("Hello from steady"));
+
+    node.pods().delete("steady", Default::default()).await.unwrap();
+    node.wait_gone("steady").await;
 }

@@ -131,8 +131,10 @@ impl Worker {
             tokio::select! {
                 message = messages.recv() => match message {
                     Some(Message::Update(pod)) => self.pod = pod,
-                    Some(Message::Gone) | None => gone = true,
+                    Some(Message::Gone) => gone = true,
                     Some(Message::Poke) => {}
+                    // The manager is gone (the kubelet is stopping): leave the pod running.
+                    None => return,
                 },
                 _ = self.pokes.recv() => {}
                 _ = tokio::time::sleep(RESYNC) => {}
@@ -221,6 +223,9 @@ impl Worker {
                     Some(info) => match &info.state {
                         ContainerState::Running { .. } => {
                             self.waiting.remove(&container.name);
+                            // Probes of a container adopted after a kubelet restart start here.
+                            let ip = self.pod_ip.unwrap_or(self.ctx.node_ip);
+                            self.prober.start(&info.id, container, ip, self.ctx.runtime.clone());
                             let probe = self.prober.state(&info.id);
                             if let Some(why) = probe.failed {
                                 tracing::info!(pod = %self.name(), container = %container.name, why, "restarting the container");
