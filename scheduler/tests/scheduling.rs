@@ -1,0 +1,268 @@
+//! The real scheduler binary against a real etcd and apiserver; nodes are plain
+//! Node objects (no kubelet), pods are created pending.
+
+use std::time::{Duration, Instant};
+
+use client::{Api, Client, ListParams};
+use proto::core::v1::{
+    Container, Event, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, ResourceRequirements, Taint, Toleration,
+};
+use proto::meta::v1::{ObjectMeta, Quantity};
+
+struct Cluster {
+    client: Client,
+    apiserver: testkit::ApiServer,
+    _etcd: testkit::Etcd,
+    dir: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let etcd = testkit::Etcd::start().await.unwrap();
+    let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await.unwrap();
+    let client = Client::new(&apiserver.grpc_endpoint(), "default").unwrap();
+    Cluster { client, apiserver, _etcd: etcd, dir: tempfile::tempdir().unwrap() }
+}
+
+fn scheduler(cluster: &Cluster, name: &str, extra: &[&str]) -> (testkit::Daemon, String) {
+    let http = format!("127.0.0.1:{}", testkit::free_port());
+    let mut args: Vec<String> = [
+        "--master",
+        &cluster.apiserver.grpc_endpoint(),
+        "--http-address",
+        &http,
+        "--leader-elect-lease-duration",
+        "2s",
+        "--leader-elect-renew-deadline",
+        "1500ms",
+        "--leader-elect-retry-period",
+        "200ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let program = testkit::binary_path("scheduler").unwrap();
+    let log = cluster.dir.path().join(format!("{name}.log"));
+    (testkit::Daemon::spawn(name, &program, &args, &log).unwrap(), http)
+}
+
+fn q(s: &str) -> Quantity {
+    Quantity { string: s.to_string() }
+}
+
+fn node(name: &str, cpu: &str, labels: &[(&str, &str)], taints: &[(&str, &str, &str)]) -> Node {
+    Node {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }),
+        spec: Some(NodeSpec {
+            taints: taints
+                .iter()
+                .map(|(k, v, e)| Taint {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    effect: e.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            allocatable: [
+                ("cpu".to_string(), q(cpu)),
+                ("memory".to_string(), q("8Gi")),
+                ("pods".to_string(), q("110")),
+            ]
+            .into_iter()
+            .collect(),
+            conditions: vec![NodeCondition { r#type: "Ready".into(), status: "True".into(), ..Default::default() }],
+            ..Default::default()
+        }),
+    }
+}
+
+fn pod(name: &str, cpu: &str) -> Pod {
+    let requests =
+        if cpu.is_empty() { Default::default() } else { [("cpu".to_string(), q(cpu))].into_iter().collect() };
+    Pod {
+        metadata: Some(ObjectMeta { name: name.into(), namespace: "default".into(), ..Default::default() }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "busybox".into(),
+                resources: Some(ResourceRequirements { requests, ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+async fn node_of(client: &Client, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let started = Instant::now();
+    loop {
+        let p = pods.get(name).await.unwrap();
+        let node = p.spec.map(|s| s.node_name).unwrap_or_default();
+        if !node.is_empty() {
+            return node;
+        }
+        assert!(started.elapsed() < DEADLINE, "pod {name} was not scheduled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn event_message(client: &Client, pod: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let started = Instant::now();
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        if let Some(e) =
+            list.items.iter().find(|e| e.reason == reason && e.involved_object.as_ref().is_some_and(|o| o.name == pod))
+        {
+            return e.message.clone();
+        }
+        assert!(started.elapsed() < DEADLINE, "no {reason} event for {pod}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pod_that_fits_nowhere_says_why_and_is_placed_when_a_node_appears() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("small-1", "500m", &[], &[])).await.unwrap();
+    nodes.create(&node("small-2", "500m", &[], &[])).await.unwrap();
+    nodes.create(&node("tainted", "4", &[], &[("tag", "test", "NoSchedule")])).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    pods.create(&pod("big", "1")).await.unwrap();
+    let message = event_message(&cluster.client, "big", "FailedScheduling").await;
+    assert_eq!(message, "0/3 nodes are available: 1 node(s) had untolerated taint {tag: test}, 2 Insufficient cpu.");
+    let p = pods.get("big").await.unwrap();
+    assert!(p.spec.unwrap().node_name.is_empty());
+    nodes.create(&node("large", "2", &[], &[])).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "big").await, "large");
+    let scheduled = event_message(&cluster.client, "big", "Scheduled").await;
+    assert_eq!(scheduled, "Successfully assigned default/big to large");
+}
+
+#[tokio::test]
+async fn each_filter_steers_pods_to_the_one_node_that_passes() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    let mut not_ready = node("not-ready", "4", &[("disk", "ssd")], &[]);
+    not_ready.status.as_mut().unwrap().conditions[0].status = "False".into();
+    let mut cordoned = node("cordoned", "4", &[("disk", "ssd")], &[]);
+    cordoned.spec.as_mut().unwrap().unschedulable = true;
+    for n in [
+        not_ready,
+        cordoned,
+        node("ssd", "4", &[("disk", "ssd"), ("cores", "8")], &[]),
+        node("hdd", "4", &[("disk", "hdd"), ("cores", "2")], &[]),
+        node("gpu", "4", &[("disk", "hdd"), ("cores", "2")], &[("gpu", "yes", "NoExecute")]),
+    ] {
+        nodes.create(&n).await.unwrap();
+    }
+    let (_scheduler, http) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+
+    let mut selected = pod("selected", "");
+    selected.spec.as_mut().unwrap().node_selector = [("disk".to_string(), "ssd".to_string())].into_iter().collect();
+    let mut tolerant = pod("tolerant", "");
+    let spec = tolerant.spec.as_mut().unwrap();
+    spec.tolerations.push(Toleration { key: "gpu".into(), operator: "Exists".into(), ..Default::default() });
+    spec.affinity = Some(serde_free_affinity("cores", "Lt", &["4"]));
+    spec.node_selector = [("disk".to_string(), "hdd".to_string())].into_iter().collect();
+    let mut gt = pod("gt", "");
+    gt.spec.as_mut().unwrap().affinity = Some(serde_free_affinity("cores", "Gt", &["4"]));
+    // "hdd" is the only ready, uncordoned, untainted node without an ssd label.
+    let mut not_in = pod("not-in", "");
+    not_in.spec.as_mut().unwrap().affinity = Some(serde_free_affinity("disk", "NotIn", &["ssd"]));
+    for p in [&selected, &gt, &not_in] {
+        pods.create(p).await.unwrap();
+    }
+    assert_eq!(node_of(&cluster.client, "selected").await, "ssd");
+    assert_eq!(node_of(&cluster.client, "gt").await, "ssd");
+    assert_eq!(node_of(&cluster.client, "not-in").await, "hdd");
+    // With hdd made full, the toleration is the only way onto "gpu".
+    let mut filler = pod("filler", "4");
+    filler.spec.as_mut().unwrap().node_name = "hdd".into();
+    pods.create(&filler).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tolerant.spec.as_mut().unwrap().containers[0].resources.as_mut().unwrap().requests =
+        [("cpu".to_string(), q("1"))].into_iter().collect();
+    pods.create(&tolerant).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "tolerant").await, "gpu");
+
+    // Host ports: two pods on the same port cannot share a node.
+    let with_port = |name: &str| {
+        let mut p = pod(name, "");
+        let spec = p.spec.as_mut().unwrap();
+        spec.node_selector = [("disk".to_string(), "ssd".to_string())].into_iter().collect();
+        spec.containers[0].ports.push(proto::core::v1::ContainerPort {
+            container_port: 80,
+            host_port: 8080,
+            ..Default::default()
+        });
+        p
+    };
+    pods.create(&with_port("port-1")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "port-1").await, "ssd");
+    pods.create(&with_port("port-2")).await.unwrap();
+    let message = event_message(&cluster.client, "port-2", "FailedScheduling").await;
+    assert!(message.contains("1 node(s) didn't have free ports for the requested pod ports"), "{message}");
+    assert!(message.contains("1 node(s) were not ready"), "{message}");
+    assert!(message.contains("1 node(s) were unschedulable"), "{message}");
+
+    let (code, metrics) = testkit::http_get(&http, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("scheduler_schedule_attempts_total{result=\"scheduled\"} 5"), "{metrics}");
+    assert!(metrics.contains("scheduler_pending_pods{queue=\"unschedulable\"} 1"), "{metrics}");
+}
+
+fn serde_free_affinity(key: &str, operator: &str, values: &[&str]) -> proto::core::v1::Affinity {
+    use proto::core::v1::{Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: vec![NodeSelectorRequirement {
+                        key: key.into(),
+                        operator: operator.into(),
+                        values: values.iter().map(|v| v.to_string()).collect(),
+                    }],
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn another_scheduler_name_is_left_alone_and_a_standby_takes_over() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("n1", "4", &[], &[])).await.unwrap();
+    let (mut first, _) = scheduler(&cluster, "first", &[]);
+    let (_second, _) = scheduler(&cluster, "second", &[]);
+    pods.create(&pod("a", "")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "a").await, "n1");
+    let mut other = pod("other", "");
+    other.spec.as_mut().unwrap().scheduler_name = "someone-else".into();
+    pods.create(&other).await.unwrap();
+    // Kill whichever leads; the survivor must take over and schedule.
+    first.kill();
+    pods.create(&pod("b", "")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "b").await, "n1");
+    let p = pods.get("other").await.unwrap();
+    assert!(p.spec.unwrap().node_name.is_empty(), "a pod for another scheduler was bound");
+}
