@@ -270,6 +270,7 @@ async fn a_restarted_kubelet_adopts_its_running_pod() {
     let before = node.wait_pod("steady", "Running and Ready", running_and_ready).await;
     let before_status = container(&before, "main");
     let ip = before.status.clone().unwrap().pod_ip;
+    node::wait_http(&format!("{ip}:80")).await;
 
     node.stop_kubelet();
     assert!(node::http_get(&format!("{ip}:80")).await.is_ok(), "the pod stopped with the kubelet");

@@ -180,3 +180,15 @@ pub async fn http_get(address: &str) -> Result<String, String> {
     let (status, body) = testkit::http_get(address, "/").await.map_err(|e| e.to_string())?;
     if status == 200 { Ok(body) } else { Err(format!("status {status}")) }
 }
+
+/// Retries a GET until the pod's server answers (it may still be starting).
+pub async fn wait_http(address: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get(address).await {
+            Ok(body) => return body,
+            Err(e) if Instant::now() > deadline => panic!("{address} never answered: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
