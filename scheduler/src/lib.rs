@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod filters;
 pub mod metrics;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
 pub mod scheduling;

@@ -235,6 +235,37 @@ impl Scheduler {
         self.queue.unschedulable(&info.key);
     }
 
+    /// Evicts the victims (graceful deletion) and nominates the node in the pod's
+    /// status; the pod is tried again when the victims are gone.
+    fn preempt(self: Arc<Self>, info: &PodInfo, node: String, victims: Vec<Arc<PodInfo>>) {
+        tracing::info!(pod = %info.key, node, victims = victims.len(), "preempting");
+        self.metrics.preemption_victims.fetch_add(victims.len() as u64, Ordering::Relaxed);
+        let preemptor = info.pod.clone();
+        let key = info.key.clone();
+        tokio::spawn(async move {
+            let meta = preemptor.metadata();
+            for victim in victims {
+                let vm = victim.pod.metadata();
+                let api: client::Api<Pod> = client::Api::namespaced(&self.client, &vm.namespace);
+                self.recorder.normal(
+                    victim.pod.as_ref(),
+                    "Preempted",
+                    format!("Preempted by pod {} on node {node}", meta.uid),
+                );
+                if let Err(e) = api.delete(&vm.name, Default::default()).await
+                    && !e.is(Reason::NotFound)
+                {
+                    tracing::warn!(victim = %victim.key, error = %e, "evicting a preemption victim failed");
+                }
+            }
+            let api: client::Api<Pod> = client::Api::namespaced(&self.client, &meta.namespace);
+            let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
+            if let Err(e) = api.patch_status(&meta.name, client::PatchType::Merge, &patch).await {
+                tracing::debug!(pod = %key, error = %e, "recording the nominated node failed");
+            }
+        });
+    }
+
     pub fn lengths(&self) -> crate::queue::Lengths {
         self.queue.lengths()
     }
@@ -324,7 +355,13 @@ pub async fn run(
                     drop(permit);
                 });
             }
-            Decision::Unschedulable(message) => scheduler.unschedulable(&info, message),
+            Decision::Unschedulable(message) => {
+                let found = crate::preemption::find(&scheduler.cache(), &info);
+                if let Some((node, victims)) = found {
+                    scheduler.clone().preempt(&info, node, victims);
+                }
+                scheduler.unschedulable(&info, message);
+            }
         }
     }
 }

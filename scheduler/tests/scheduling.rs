@@ -266,3 +266,38 @@ async fn another_scheduler_name_is_left_alone_and_a_standby_takes_over() {
     let p = pods.get("other").await.unwrap();
     assert!(p.spec.unwrap().node_name.is_empty(), "a pod for another scheduler was bound");
 }
+
+#[tokio::test]
+async fn a_high_priority_pod_evicts_the_fewest_lower_priority_pods() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("only", "2", &[], &[])).await.unwrap();
+    let (_scheduler, http) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    for (name, priority) in [("low", 1), ("lower", 0)] {
+        let mut p = pod(name, "1");
+        p.spec.as_mut().unwrap().priority = Some(priority);
+        pods.create(&p).await.unwrap();
+        assert_eq!(node_of(&cluster.client, name).await, "only");
+    }
+    let mut high = pod("high", "1");
+    high.spec.as_mut().unwrap().priority = Some(100);
+    pods.create(&high).await.unwrap();
+    // Play the kubelet: a pod being deleted gracefully is stopped, then removed.
+    let started = Instant::now();
+    let victim = loop {
+        let list = pods.list(&ListParams::default()).await.unwrap();
+        if let Some(p) = list.items.iter().find(|p| p.metadata.as_ref().unwrap().deletion_timestamp.is_some()) {
+            break p.metadata.as_ref().unwrap().name.clone();
+        }
+        assert!(started.elapsed() < DEADLINE, "no victim was evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(victim, "lower", "the lowest-priority pod is the one victim");
+    let now = proto::meta::v1::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+    pods.delete(&victim, now).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "high").await, "only");
+    assert!(pods.get("low").await.unwrap().metadata.unwrap().deletion_timestamp.is_none());
+    let (_, metrics) = testkit::http_get(&http, "/metrics").await.unwrap();
+    assert!(metrics.contains("scheduler_preemption_victims_total 1"), "{metrics}");
+}
