@@ -252,17 +252,28 @@ async fn another_scheduler_name_is_left_alone_and_a_standby_takes_over() {
     let nodes: Api<Node> = Api::all(&cluster.client);
     let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
     nodes.create(&node("n1", "4", &[], &[])).await.unwrap();
-    let (mut first, _) = scheduler(&cluster, "first", &[]);
-    let (_second, _) = scheduler(&cluster, "second", &[]);
+    let (first, first_http) = scheduler(&cluster, "first", &[]);
+    let (second, second_http) = scheduler(&cluster, "second", &[]);
     pods.create(&pod("a", "")).await.unwrap();
     assert_eq!(node_of(&cluster.client, "a").await, "n1");
     let mut other = pod("other", "");
     other.spec.as_mut().unwrap().scheduler_name = "someone-else".into();
     pods.create(&other).await.unwrap();
-    // Kill whichever leads; the survivor must take over and schedule.
-    first.kill();
+    let leads = |http: String| async move {
+        testkit::http_get(&http, "/metrics").await.map(|(_, m)| m.contains("scheduler_leader 1")).unwrap_or(false)
+    };
+    let (mut leader, standby_http) = if leads(first_http.clone()).await {
+        (first, second_http)
+    } else {
+        assert!(leads(second_http.clone()).await, "one of the two leads");
+        (second, first_http)
+    };
+    assert!(!leads(standby_http.clone()).await, "only one leads");
+    // Kill the leader; the standby must take over and schedule.
+    leader.kill();
     pods.create(&pod("b", "")).await.unwrap();
     assert_eq!(node_of(&cluster.client, "b").await, "n1");
+    assert!(leads(standby_http).await);
     let p = pods.get("other").await.unwrap();
     assert!(p.spec.unwrap().node_name.is_empty(), "a pod for another scheduler was bound");
 }
