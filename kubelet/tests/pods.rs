@@ -245,7 +245,7 @@ async fn init_containers_oom_kills_liveness_and_readiness_drive_restarts_and_rea
         })
         .await;
     let c = container(&pod, "hog");
-    assert_eq!(c.last_state.unwrap().terminated.unwrap().container_id.is_empty(), false);
+    assert!(!c.last_state.unwrap().terminated.unwrap().container_id.is_empty());
     node.wait_pod("busy", "hog in CrashLoopBackOff", |p| waiting_reason(&container(p, "hog")) == "CrashLoopBackOff")
         .await;
 

@@ -258,10 +258,10 @@ impl NodeAgent {
         let old = node.status.take().unwrap_or_default();
         for condition in &mut status.conditions {
             let previous = old.conditions.iter().find(|c| c.r#type == condition.r#type);
-            condition.last_heartbeat_time = Some(now.clone());
+            condition.last_heartbeat_time = Some(now);
             condition.last_transition_time = match previous {
-                Some(p) if p.status == condition.status => p.last_transition_time.clone(),
-                _ => Some(now.clone()),
+                Some(p) if p.status == condition.status => p.last_transition_time,
+                _ => Some(now),
             };
         }
         status.images = old.images;

@@ -124,10 +124,10 @@ impl Run {
     }
 
     async fn all(self) {
-        if let Some(probe) = self.container.startup_probe.clone() {
-            if !self.clone().probe(Kind::Startup, probe).await {
-                return;
-            }
+        if let Some(probe) = self.container.startup_probe.clone()
+            && !self.clone().probe(Kind::Startup, probe).await
+        {
+            return;
         }
         // Both in this task, so aborting it stops both.
         let liveness = self.container.liveness_probe.clone();

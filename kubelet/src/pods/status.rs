@@ -121,8 +121,8 @@ pub fn pod_status(inputs: &Inputs<'_>) -> PodStatus {
     for c in &mut conditions {
         let previous = current.conditions.iter().find(|p| p.r#type == c.r#type);
         c.last_transition_time = match previous {
-            Some(p) if p.status == c.status => p.last_transition_time.clone(),
-            _ => Some(now.clone()),
+            Some(p) if p.status == c.status => p.last_transition_time,
+            _ => Some(now),
         };
     }
     let (reason, message) = inputs.message.clone().unwrap_or_default();
@@ -135,7 +135,7 @@ pub fn pod_status(inputs: &Inputs<'_>) -> PodStatus {
         host_ips: vec![HostIp { ip: inputs.host_ip.to_string() }],
         pod_ip: inputs.pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         pod_ips: inputs.pod_ip.map(|ip| vec![PodIp { ip: ip.to_string() }]).unwrap_or_default(),
-        start_time: Some(current.start_time.clone().unwrap_or_else(|| inputs.start_time.clone())),
+        start_time: Some(current.start_time.unwrap_or(inputs.start_time)),
         init_container_statuses: inputs.init.iter().map(container_status).collect(),
         container_statuses: inputs.app.iter().map(container_status).collect(),
         qos_class: inputs.qos_class.into(),

@@ -181,7 +181,7 @@ impl Worker {
         self.message = None;
         let etc = self.write_etc_files()?;
         let infos = self.ctx.runtime.containers(&self.uid).await;
-        let latest = |name: &str| infos.iter().filter(|i| i.name == name).next_back().cloned();
+        let latest = |name: &str| infos.iter().rfind(|i| i.name == name).cloned();
         let policy = if spec.restart_policy.is_empty() { "Always".to_string() } else { spec.restart_policy.clone() };
 
         // Init containers, one at a time, unless the app containers have already run.
@@ -285,7 +285,7 @@ impl Worker {
             return "Pending";
         }
         let latest: Vec<Option<&ContainerInfo>> =
-            spec.containers.iter().map(|c| infos.iter().filter(|i| i.name == c.name).next_back()).collect();
+            spec.containers.iter().map(|c| infos.iter().rfind(|i| i.name == c.name)).collect();
         if latest.iter().any(|l| l.is_none()) {
             return "Pending";
         }
@@ -652,7 +652,7 @@ impl Worker {
             initialized,
             host_ip: self.ctx.node_ip,
             pod_ip: self.pod_ip,
-            start_time: self.start_time.clone(),
+            start_time: self.start_time,
             qos_class: spec::qos_class(&self.pod),
             message: self.message.clone(),
         };
