@@ -11,6 +11,7 @@ packages=(
   iproute2           # ip netns / links for node networking
   nftables           # kube-proxy's rules
   busybox-static     # a tiny userland for test images
+  conntrack          # kube-proxy clears stale UDP conntrack entries
   docker-registry    # a loopback registry the image tests pull from
   skopeo             # pushes the test images into it
   openssl            # the image tests' registry certificates

@@ -209,6 +209,10 @@ fn throughput(options: &Options) -> anyhow::Result<(f64, f64)> {
     .join()
     .map_err(|_| anyhow::anyhow!("the sync thread panicked"))??;
     let direct = load(&client, SocketAddrV4::new(pod_ip, 8080), options.seconds, options.concurrency)?;
+    // The direct run's conntrack entries (in TIME_WAIT) have the reply tuples that
+    // DNATed connections from the same client ports would get: NAT would have to
+    // remap or drop those. Start the second run from a clean table.
+    exec(&node, &["conntrack", "-F"])?;
     let through = load(&client, cluster_ip, options.seconds, options.concurrency)?;
     Ok((direct, through))
 }
