@@ -312,3 +312,88 @@ async fn a_high_priority_pod_evicts_the_fewest_lower_priority_pods() {
     let (_, metrics) = testkit::http_get(&http, "/metrics").await.unwrap();
     assert!(metrics.contains("scheduler_preemption_victims_total 1"), "{metrics}");
 }
+
+#[tokio::test]
+async fn scores_prefer_free_nodes_preferred_affinity_and_no_soft_taints() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("busy", "4", &[("zone", "a")], &[])).await.unwrap();
+    nodes.create(&node("idle", "4", &[("zone", "b")], &[])).await.unwrap();
+    let mut filler = pod("filler", "3");
+    filler.spec.as_mut().unwrap().node_name = "busy".into();
+    pods.create(&filler).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    pods.create(&pod("plain", "100m")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "plain").await, "idle", "least allocated wins");
+
+    use proto::core::v1::{Affinity, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, PreferredSchedulingTerm};
+    let mut preferring = pod("preferring", "100m");
+    preferring.spec.as_mut().unwrap().affinity = Some(Affinity {
+        node_affinity: Some(NodeAffinity {
+            preferred_during_scheduling_ignored_during_execution: vec![PreferredSchedulingTerm {
+                weight: 100,
+                preference: Some(NodeSelectorTerm {
+                    match_expressions: vec![NodeSelectorRequirement {
+                        key: "zone".into(),
+                        operator: "In".into(),
+                        values: vec!["a".into()],
+                    }],
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    pods.create(&preferring).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "preferring").await, "busy", "preferred affinity outweighs free room");
+
+    let mut idle = nodes.get("idle").await.unwrap();
+    idle.spec.get_or_insert_with(Default::default).taints.push(Taint {
+        key: "soft".into(),
+        value: "x".into(),
+        effect: "PreferNoSchedule".into(),
+        ..Default::default()
+    });
+    nodes.update(&idle).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pods.create(&pod("avoiding", "100m")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "avoiding").await, "busy", "a PreferNoSchedule taint is avoided");
+}
+
+#[tokio::test]
+async fn a_pod_waits_for_its_claim() {
+    use proto::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Volume};
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("n1", "4", &[], &[])).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    let mut p = pod("claimant", "");
+    p.spec.as_mut().unwrap().volumes.push(Volume {
+        name: "data".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: "data".into(),
+            read_only: false,
+        }),
+        ..Default::default()
+    });
+    pods.create(&p).await.unwrap();
+    let message = event_message(&cluster.client, "claimant", "FailedScheduling").await;
+    assert_eq!(message, "0/1 nodes are available: persistentvolumeclaim \"data\" not found.");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(&cluster.client, "default");
+    let mut claim = PersistentVolumeClaim::default();
+    claim.metadata = Some(ObjectMeta { name: "data".into(), namespace: "default".into(), ..Default::default() });
+    claim.spec = Some(proto::core::v1::PersistentVolumeClaimSpec {
+        access_modes: vec!["ReadWriteOnce".into()],
+        volume_name: "pv-1".into(),
+        resources: Some(proto::core::v1::VolumeResourceRequirements {
+            requests: [("storage".to_string(), q("1Gi"))].into_iter().collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    claims.create(&claim).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "claimant").await, "n1");
+}
