@@ -289,3 +289,75 @@ async fn a_restarted_kubelet_adopts_its_running_pod() {
     node.pods().delete("steady", Default::default()).await.unwrap();
     node.wait_gone("steady").await;
 }
+
+#[tokio::test]
+async fn a_host_network_pod_with_a_claim_and_a_secret_runs_to_completion() {
+    if !root() {
+        return;
+    }
+    let node = Node::start(4).await;
+    let pv_dir = node.dir.path().join("pv");
+    std::fs::create_dir_all(&pv_dir).unwrap();
+    let pv: proto::core::v1::PersistentVolume = proto::codec::decode(&json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "pv1"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": pv_dir.display().to_string()}}
+    }))
+    .unwrap();
+    Api::<proto::core::v1::PersistentVolume>::all(&node.client).create(&pv).await.unwrap();
+    let pvc: proto::core::v1::PersistentVolumeClaim = proto::codec::decode(&json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "claim", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv1",
+                 "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    Api::<proto::core::v1::PersistentVolumeClaim>::namespaced(&node.client, "default").create(&pvc).await.unwrap();
+    let secret: Secret = proto::codec::decode(&json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "default"},
+        "stringData": {"password": "hunter2", "other": "x"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(&node.client, "default").create(&secret).await.unwrap();
+
+    node.create_pod(json!({
+        "metadata": {"name": "job"},
+        "spec": {
+            "hostNetwork": true,
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": "rudder/busybox:test",
+                "command": ["sh", "-c", "cat /secret/pw > /data/pw && stat -c %a /secret/pw > /data/mode && ls /secret > /data/keys && hostname > /data/hostname && ls /sys/class/net > /data/net"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "secret", "mountPath": "/secret"}]
+            }],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}},
+                {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 256, "items": [{"key": "password", "path": "pw"}]}}
+            ]
+        }
+    }))
+    .await;
+    let pod =
+        node.wait_pod("job", "phase Succeeded", |p| p.status.as_ref().is_some_and(|s| s.phase == "Succeeded")).await;
+    let status = pod.status.unwrap();
+    assert_eq!(status.pod_ip, "127.0.0.1", "a hostNetwork pod has the node's address");
+    let t = container_terminated(&status);
+    assert_eq!((t.exit_code, t.reason.as_str()), (0, "Completed"));
+    let read = |f: &str| std::fs::read_to_string(pv_dir.join(f)).unwrap_or_default().trim().to_string();
+    assert_eq!(read("pw"), "hunter2");
+    assert_eq!(read("mode"), "400");
+    assert_eq!(read("keys"), "pw");
+    let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    assert_eq!(read("hostname"), host);
+    assert!(read("net").lines().any(|l| l == node.bridge()), "the host's interfaces are not visible: {}", read("net"));
+
+    node.pods().delete("job", Default::default()).await.unwrap();
+    node.wait_gone("job").await;
+    assert!(pv_dir.join("pw").exists(), "the claim's data went with the pod");
+}
+
+fn container_terminated(status: &proto::core::v1::PodStatus) -> proto::core::v1::ContainerStateTerminated {
+    status.container_statuses[0].state.clone().and_then(|s| s.terminated).unwrap_or_default()
+}
