@@ -45,7 +45,7 @@ impl Sources {
             nodeport_cidrs,
             _informers: informers,
             node_informer: node_task,
-            forwarders: forwarders,
+            forwarders,
         }
     }
 
