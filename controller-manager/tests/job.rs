@@ -60,7 +60,11 @@ fn kubelet(pods: Api<Pod>, name: &str, outcome: Outcome) -> (common::AbortOnDrop
     let task = tokio::spawn(async move {
         let mut finished = 0usize;
         loop {
-            let list = pods.list(&ListParams::labels(&selector)).await.unwrap().items;
+            // A busy etcd may time out a list: try again at the next beat.
+            let Ok(list) = pods.list(&ListParams::labels(&selector)).await.map(|l| l.items) else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let phase = |p: &Pod| p.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default();
             let live: Vec<&Pod> = list
                 .iter()

@@ -79,7 +79,11 @@ fn kubelet(pods: Api<Pod>, set: &str) -> (common::AbortOnDrop, Arc<Mutex<Record>
     let task = tokio::spawn(async move {
         let mut seen: BTreeMap<String, String> = BTreeMap::new(); // name -> uid
         loop {
-            let list = pods.list(&ListParams::labels(&selector)).await.unwrap().items;
+            // A busy etcd may time out a list: try again at the next beat.
+            let Ok(list) = pods.list(&ListParams::labels(&selector)).await.map(|l| l.items) else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let ready: BTreeSet<String> = list
                 .iter()
                 .filter(|p| p.status.as_ref().is_some_and(|s| s.phase == "Running"))
@@ -171,10 +175,10 @@ async fn ordered_creation_stable_identity_reverse_scale_down_and_rolling_update(
     common::eventually("three ready after scaling up", || async { ready_replicas(&sets, "db").await == 3 }).await;
     let before = sets.get("db").await.unwrap().status.unwrap();
     let mut watch = pods.watch(&ListParams::labels("app=db"), "").await.unwrap();
-    let mut set = sets.get("db").await.unwrap();
-    set.spec.as_mut().unwrap().template.as_mut().unwrap().spec.as_mut().unwrap().containers[0].image =
-        "busybox:2".into();
-    sets.update(&set).await.unwrap();
+    let image = serde_json::json!({ "spec": { "template": { "spec": { "containers": [{
+        "name": "c", "image": "busybox:2", "volumeMounts": [{ "name": "data", "mountPath": "/data" }]
+    }] } } } });
+    sets.patch("db", PatchType::Merge, &image).await.unwrap();
     let mut replaced = Vec::new();
     while replaced.len() < 3 {
         let event = tokio::time::timeout(Duration::from_secs(30), watch.next()).await.unwrap().unwrap().unwrap();

@@ -89,7 +89,10 @@ pub async fn run_pod(client: &Client, pod: &proto::core::v1::Pod, node: &str) {
 pub async fn set_pod_phase(api: &client::Api<proto::core::v1::Pod>, name: &str, phase: &str, ready: bool) {
     use proto::core::v1::PodCondition;
     for _ in 0..20 {
-        let mut pod = api.get(name).await.unwrap();
+        let Ok(mut pod) = api.get(name).await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
         let status = pod.status.get_or_insert_with(Default::default);
         status.phase = phase.into();
         status.conditions.retain(|c| c.r#type != "Ready");
@@ -101,7 +104,8 @@ pub async fn set_pod_phase(api: &client::Api<proto::core::v1::Pod>, name: &str, 
         });
         match api.update_status(&pod).await {
             Ok(_) => return,
-            Err(e) if e.is(proto::Reason::Conflict) => continue,
+            // Conflicts, and a busy etcd timing out, are retried.
+            Err(e) if e.is(proto::Reason::Conflict) || e.is(proto::Reason::ServiceUnavailable) => continue,
             Err(e) => panic!("updating pod {name}'s status: {e}"),
         }
     }
