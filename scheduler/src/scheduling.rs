@@ -10,7 +10,7 @@ use std::time::Instant;
 use client::Client;
 use client::runtime::{Change, EventRecorder, SharedInformers, Store};
 use proto::Resource as _;
-use proto::core::v1::{Binding, Node, ObjectReference, PersistentVolumeClaim, Pod};
+use proto::core::v1::{Binding, Node, ObjectReference, PersistentVolumeClaim, Pod, Service};
 use proto::meta::v1::ObjectMeta;
 use proto::{ApiError, Reason};
 use tokio::sync::{Semaphore, mpsc};
@@ -41,6 +41,7 @@ pub struct Scheduler {
     pub queue: Arc<SchedulingQueue>,
     recorder: EventRecorder,
     claims: Store<PersistentVolumeClaim>,
+    services: Store<Service>,
     metrics: Arc<Metrics>,
     next_start: AtomicUsize,
 }
@@ -170,7 +171,8 @@ impl Scheduler {
         if feasible.is_empty() {
             return Decision::Unschedulable(filters::fit_error(total, &failures));
         }
-        let totals = scores::score(info, &feasible, &self.profile.weights);
+        let peers = self.peers(info);
+        let totals = scores::score(info, &feasible, &self.profile.weights, peers.as_ref());
         let mut best = 0;
         for (i, t) in totals.iter().enumerate() {
             if *t > totals[best] {
@@ -178,6 +180,26 @@ impl Scheduler {
             }
         }
         Decision::Node(feasible[best].name.clone())
+    }
+
+    /// The pod's owner and the Services selecting it, if any (for spreading).
+    fn peers(&self, info: &PodInfo) -> Option<scores::Peers> {
+        let meta = info.pod.metadata();
+        let owner_uid = meta.owner_references.iter().find(|r| r.controller == Some(true)).map(|r| r.uid.clone());
+        let selectors: Vec<proto::labels::Selector> = self
+            .services
+            .by_index(client::runtime::store::BY_NAMESPACE, &meta.namespace)
+            .iter()
+            .filter_map(|s| s.spec.as_ref())
+            .filter(|s| !s.selector.is_empty())
+            .map(|s| proto::labels::Selector::from_map(&s.selector))
+            .filter(|s| s.matches(&meta.labels))
+            .collect();
+        (owner_uid.is_some() || !selectors.is_empty()).then(|| scores::Peers {
+            namespace: meta.namespace.clone(),
+            owner_uid,
+            selectors,
+        })
     }
 
     fn feasible_wanted(&self, nodes: usize) -> usize {
@@ -290,9 +312,11 @@ pub async fn run(
     let nodes = informers.get::<Node>();
     let pods = informers.get::<Pod>();
     let claims = informers.get::<PersistentVolumeClaim>();
+    let services = informers.get::<Service>();
     nodes.wait_synced().await;
     pods.wait_synced().await;
     claims.wait_synced().await;
+    services.wait_synced().await;
     let max_in_flight = profile.max_bindings_in_flight.max(1);
     let scheduler = Arc::new(Scheduler {
         client,
@@ -301,6 +325,7 @@ pub async fn run(
         queue: SchedulingQueue::new(),
         recorder,
         claims: claims.store(),
+        services: services.store(),
         metrics: metrics.clone(),
         next_start: AtomicUsize::new(0),
     });

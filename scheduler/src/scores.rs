@@ -18,11 +18,18 @@ pub struct Weights {
     pub balanced_allocation: i64,
     pub node_affinity: i64,
     pub taint_toleration: i64,
+    pub selector_spread: i64,
 }
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { least_allocated: 1, balanced_allocation: 1, node_affinity: 2, taint_toleration: 3 }
+        Weights {
+            least_allocated: 1,
+            balanced_allocation: 1,
+            node_affinity: 2,
+            taint_toleration: 3,
+            selector_spread: 1,
+        }
     }
 }
 
@@ -72,8 +79,31 @@ fn untolerated_soft_taints(pod: &PodInfo, node: &NodeInfo) -> i64 {
         as i64
 }
 
+/// What makes pods "of the same kind" for spreading: the same controlling owner
+/// (a ReplicaSet, ...) or a Service selecting them, in the pod's namespace.
+pub struct Peers {
+    pub namespace: String,
+    pub owner_uid: Option<String>,
+    pub selectors: Vec<proto::labels::Selector>,
+}
+
+impl Peers {
+    fn is_peer(&self, other: &PodInfo) -> bool {
+        if other.namespace() != self.namespace {
+            return false;
+        }
+        let owner = other.pod.metadata().owner_references.iter().find(|r| r.controller == Some(true));
+        if let (Some(uid), Some(owner)) = (&self.owner_uid, owner)
+            && &owner.uid == uid
+        {
+            return true;
+        }
+        self.selectors.iter().any(|s| s.matches(other.labels()))
+    }
+}
+
 /// The weighted total of every score for each node in `nodes`.
-pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], weights: &Weights) -> Vec<i64> {
+pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], weights: &Weights, peers: Option<&Peers>) -> Vec<i64> {
     let mut totals: Vec<i64> = nodes
         .iter()
         .map(|n| {
@@ -108,6 +138,15 @@ pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], weights: &Weights) -> Vec<i64> 
             *total += weights.taint_toleration * 100;
         }
     }
-    let _ = pod.pod.metadata();
+    if let Some(peers) = peers {
+        // Fewer pods of the same kind on a node is better.
+        let counts: Vec<i64> =
+            nodes.iter().map(|n| n.pods.iter().filter(|p| peers.is_peer(p)).count() as i64).collect();
+        let max = counts.iter().copied().max().unwrap_or(0);
+        for (total, c) in totals.iter_mut().zip(&counts) {
+            let normalised = if max == 0 { 100 } else { (max - c) * 100 / max };
+            *total += weights.selector_spread * normalised;
+        }
+    }
     totals
 }

@@ -397,3 +397,35 @@ async fn a_pod_waits_for_its_claim() {
     claims.create(&claim).await.unwrap();
     assert_eq!(node_of(&cluster.client, "claimant").await, "n1");
 }
+
+#[tokio::test]
+async fn pods_of_one_replicaset_spread_across_nodes() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("big", "64", &[], &[])).await.unwrap();
+    nodes.create(&node("small", "2", &[], &[])).await.unwrap();
+    let owned = |name: &str| {
+        let mut p = pod(name, "100m");
+        p.metadata.as_mut().unwrap().owner_references.push(proto::meta::v1::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "rs".into(),
+            uid: "rs-1".into(),
+            controller: Some(true),
+            ..Default::default()
+        });
+        p
+    };
+    let mut filler = pod("filler", "1");
+    filler.spec.as_mut().unwrap().node_name = "small".into();
+    pods.create(&filler).await.unwrap();
+    let mut first = owned("peer-1");
+    first.spec.as_mut().unwrap().node_name = "big".into();
+    pods.create(&first).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    pods.create(&pod("loner", "100m")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "loner").await, "big", "without peers, free room wins");
+    pods.create(&owned("peer-2")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "peer-2").await, "small", "a peer on big pushes the next one away");
+}
