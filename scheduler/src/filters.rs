@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use proto::Resource as _;
 use proto::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 use proto::labels::{Operator, Requirement};
 
@@ -19,6 +18,8 @@ pub struct PodFacts<'a> {
     pub node_selector: &'a BTreeMap<String, String>,
     /// None: no required node affinity.
     pub required_terms: Option<&'a [NodeSelectorTerm]>,
+    /// Topology spread constraints with their domain counts (empty when none).
+    pub spread: Vec<crate::spread::Constraint>,
 }
 
 impl<'a> PodFacts<'a> {
@@ -34,6 +35,7 @@ impl<'a> PodFacts<'a> {
                 .and_then(|a| a.node_affinity.as_ref())
                 .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
                 .map(|r| r.node_selector_terms.as_slice()),
+            spread: Vec::new(),
         }
     }
 }
@@ -49,6 +51,8 @@ pub enum Failure {
     },
     NodeAffinity,
     HostPorts,
+    TopologySpread,
+    TopologySpreadMissingLabel,
     /// Which of cpu, memory, ephemeral-storage and the pod count ran out.
     Insufficient {
         cpu: bool,
@@ -69,6 +73,10 @@ impl Failure {
             }
             Failure::NodeAffinity => vec!["node(s) didn't match Pod's node affinity/selector".into()],
             Failure::HostPorts => vec!["node(s) didn't have free ports for the requested pod ports".into()],
+            Failure::TopologySpread => vec!["node(s) didn't match pod topology spread constraints".into()],
+            Failure::TopologySpreadMissingLabel => {
+                vec!["node(s) didn't match pod topology spread constraints (missing required label)".into()]
+            }
             Failure::Insufficient { cpu, memory, ephemeral_storage, pods } => {
                 let mut out = Vec::new();
                 if *pods {
@@ -161,19 +169,32 @@ pub fn check(pod: &PodFacts, node: &NodeInfo) -> Option<Failure> {
             return Some(Failure::UntoleratedTaint { key: taint.key.clone(), value: taint.value.clone() });
         }
     }
-    let labels = &object.metadata().labels;
-    if pod.node_selector.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-        return Some(Failure::NodeAffinity);
-    }
-    if let Some(terms) = pod.required_terms
-        && !terms.iter().any(|t| term_matches(t, labels, &node.name))
-    {
+    if !matches_affinity(pod, node) {
         return Some(Failure::NodeAffinity);
     }
     if pod.info.host_ports.iter().any(|want| node.used_ports.iter().any(|used| used.conflicts(want))) {
         return Some(Failure::HostPorts);
     }
-    fits_resources(pod.info, node.requested, node.pods.len() as i64, node)
+    if let Some(failure) = fits_resources(pod.info, node.requested, node.pods.len() as i64, node) {
+        return Some(failure);
+    }
+    for constraint in pod.spread.iter().filter(|c| c.hard) {
+        match constraint.allows(node) {
+            None => return Some(Failure::TopologySpreadMissingLabel),
+            Some(false) => return Some(Failure::TopologySpread),
+            Some(true) => {}
+        }
+    }
+    None
+}
+
+/// The pod's nodeSelector and required node affinity.
+pub fn matches_affinity(pod: &PodFacts, node: &NodeInfo) -> bool {
+    let Some(labels) = node.labels() else { return false };
+    if pod.node_selector.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+        return false;
+    }
+    pod.required_terms.is_none_or(|terms| terms.iter().any(|t| term_matches(t, labels, &node.name)))
 }
 
 /// The resource filter against a given use of the node (preemption asks with

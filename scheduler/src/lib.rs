@@ -13,3 +13,4 @@ pub mod queue;
 pub mod resources;
 pub mod scheduling;
 pub mod scores;
+pub mod spread;

@@ -143,7 +143,11 @@ impl Scheduler {
         if let Some(why) = self.claims_pending(&info.pod) {
             return Decision::Unschedulable(format!("0/{total} nodes are available: {why}."));
         }
-        let facts = PodFacts::new(info);
+        let mut facts = PodFacts::new(info);
+        if info.pod.spec.as_ref().is_some_and(|s| !s.topology_spread_constraints.is_empty()) {
+            let spread = crate::spread::prepare(cache, info, |n| filters::matches_affinity(&facts, n));
+            facts.spread = spread;
+        }
         let wanted = self.feasible_wanted(total);
         let start = if nodes.is_empty() { 0 } else { self.next_start.load(Ordering::Relaxed) % nodes.len() };
         let mut feasible = Vec::with_capacity(wanted.min(nodes.len()));
@@ -172,7 +176,7 @@ impl Scheduler {
             return Decision::Unschedulable(filters::fit_error(total, &failures));
         }
         let peers = self.peers(info);
-        let totals = scores::score(info, &feasible, &self.profile.weights, peers.as_ref());
+        let totals = scores::score(info, &feasible, &self.profile.weights, peers.as_ref(), &facts.spread);
         let mut best = 0;
         for (i, t) in totals.iter().enumerate() {
             if *t > totals[best] {

@@ -19,6 +19,7 @@ pub struct Weights {
     pub node_affinity: i64,
     pub taint_toleration: i64,
     pub selector_spread: i64,
+    pub topology_spread: i64,
 }
 
 impl Default for Weights {
@@ -29,6 +30,7 @@ impl Default for Weights {
             node_affinity: 2,
             taint_toleration: 3,
             selector_spread: 1,
+            topology_spread: 2,
         }
     }
 }
@@ -103,7 +105,13 @@ impl Peers {
 }
 
 /// The weighted total of every score for each node in `nodes`.
-pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], weights: &Weights, peers: Option<&Peers>) -> Vec<i64> {
+pub fn score(
+    pod: &PodInfo,
+    nodes: &[&NodeInfo],
+    weights: &Weights,
+    peers: Option<&Peers>,
+    spread: &[crate::spread::Constraint],
+) -> Vec<i64> {
     let mut totals: Vec<i64> = nodes
         .iter()
         .map(|n| {
@@ -136,6 +144,16 @@ pub fn score(pod: &PodInfo, nodes: &[&NodeInfo], weights: &Weights, peers: Optio
     } else {
         for total in totals.iter_mut() {
             *total += weights.taint_toleration * 100;
+        }
+    }
+    let soft: Vec<&crate::spread::Constraint> = spread.iter().filter(|c| !c.hard).collect();
+    if !soft.is_empty() {
+        // Matching pods in the node's domains: fewer is better.
+        let raw: Vec<i64> = nodes.iter().map(|n| soft.iter().map(|c| c.domain_count(n).unwrap_or(0)).sum()).collect();
+        let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+        for (total, r) in totals.iter_mut().zip(&raw) {
+            let normalised = if max == min { 100 } else { (max - r) * 100 / (max - min) };
+            *total += weights.topology_spread * normalised;
         }
     }
     if let Some(peers) = peers {

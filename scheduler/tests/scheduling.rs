@@ -429,3 +429,44 @@ async fn pods_of_one_replicaset_spread_across_nodes() {
     pods.create(&owned("peer-2")).await.unwrap();
     assert_eq!(node_of(&cluster.client, "peer-2").await, "small", "a peer on big pushes the next one away");
 }
+
+#[tokio::test]
+async fn a_topology_spread_constraint_keeps_the_skew_within_bounds() {
+    use proto::core::v1::TopologySpreadConstraint;
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("big", "64", &[("zone", "a")], &[])).await.unwrap();
+    nodes.create(&node("small", "2", &[("zone", "b")], &[])).await.unwrap();
+    nodes.create(&node("unzoned", "64", &[], &[])).await.unwrap();
+    let web = |name: &str, constrained: bool| {
+        let mut p = pod(name, "100m");
+        p.metadata.as_mut().unwrap().labels.insert("app".into(), "web".into());
+        if constrained {
+            p.spec.as_mut().unwrap().topology_spread_constraints.push(TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "zone".into(),
+                when_unsatisfiable: "DoNotSchedule".into(),
+                label_selector: Some(proto::meta::v1::LabelSelector {
+                    match_labels: [("app".to_string(), "web".to_string())].into_iter().collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        p
+    };
+    let mut filler = pod("filler", "1");
+    filler.spec.as_mut().unwrap().node_name = "small".into();
+    pods.create(&filler).await.unwrap();
+    let mut first = web("web-1", false);
+    first.spec.as_mut().unwrap().node_name = "big".into();
+    pods.create(&first).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    // Zone a has one web pod, zone b none: another in zone a would make the skew 2.
+    pods.create(&web("web-2", true)).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "web-2").await, "small");
+    // Now 1 and 1: either zone is fine, and the roomier node wins; never the unzoned one.
+    pods.create(&web("web-3", true)).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "web-3").await, "big");
+}
