@@ -47,13 +47,16 @@ pub fn may_preempt(pod: &PodInfo) -> bool {
     pod.pod.spec.as_ref().is_none_or(|s| s.preemption_policy.as_deref() != Some("Never"))
 }
 
+/// Highest victim priority, number of victims, sum of their priorities: lower is better.
+type Rank = (i32, usize, i64);
+
 /// The best node and its victims, if preemption can help.
 pub fn find(cache: &Cache, pod: &PodInfo) -> Option<(String, Vec<Arc<PodInfo>>)> {
     if !may_preempt(pod) {
         return None;
     }
     let facts = PodFacts::new(pod);
-    let mut best: Option<((i32, usize, i64), String, Vec<Arc<PodInfo>>)> = None;
+    let mut best: Option<(Rank, String, Vec<Arc<PodInfo>>)> = None;
     for node in cache.nodes() {
         if node.node.is_none() {
             continue;

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::cache::{Cache, PodInfo};
-use crate::filters::{self, Failure, PodFacts};
+use crate::filters::{self, PodFacts};
 use crate::metrics::Metrics;
 use crate::queue::SchedulingQueue;
 use crate::scores::{self, Weights};
@@ -393,9 +393,4 @@ pub async fn run(
             }
         }
     }
-}
-
-/// Whether `failure` could be cured by evicting pods (used by preemption).
-pub fn resolvable(failure: &Failure) -> bool {
-    failure.resolvable_by_preemption()
 }

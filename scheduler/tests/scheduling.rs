@@ -383,17 +383,19 @@ async fn a_pod_waits_for_its_claim() {
     let message = event_message(&cluster.client, "claimant", "FailedScheduling").await;
     assert_eq!(message, "0/1 nodes are available: persistentvolumeclaim \"data\" not found.");
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(&cluster.client, "default");
-    let mut claim = PersistentVolumeClaim::default();
-    claim.metadata = Some(ObjectMeta { name: "data".into(), namespace: "default".into(), ..Default::default() });
-    claim.spec = Some(proto::core::v1::PersistentVolumeClaimSpec {
-        access_modes: vec!["ReadWriteOnce".into()],
-        volume_name: "pv-1".into(),
-        resources: Some(proto::core::v1::VolumeResourceRequirements {
-            requests: [("storage".to_string(), q("1Gi"))].into_iter().collect(),
+    let claim = PersistentVolumeClaim {
+        metadata: Some(ObjectMeta { name: "data".into(), namespace: "default".into(), ..Default::default() }),
+        spec: Some(proto::core::v1::PersistentVolumeClaimSpec {
+            access_modes: vec!["ReadWriteOnce".into()],
+            volume_name: "pv-1".into(),
+            resources: Some(proto::core::v1::VolumeResourceRequirements {
+                requests: [("storage".to_string(), q("1Gi"))].into_iter().collect(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
-    });
+    };
     claims.create(&claim).await.unwrap();
     assert_eq!(node_of(&cluster.client, "claimant").await, "n1");
 }
