@@ -112,8 +112,11 @@ fn kubelet(pods: Api<Pod>, set: &str) -> (common::AbortOnDrop, Arc<Mutex<Record>
     (common::AbortOnDrop(task), record)
 }
 
+/// Ready replicas as of the set's latest spec (0 while status is older than it).
 async fn ready_replicas(sets: &Api<StatefulSet>, name: &str) -> i32 {
-    sets.get(name).await.unwrap().status.map_or(0, |s| s.ready_replicas)
+    let set = sets.get(name).await.unwrap();
+    let generation = set.metadata().generation;
+    set.status.filter(|s| s.observed_generation == generation).map_or(0, |s| s.ready_replicas)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,12 +160,17 @@ async fn ordered_creation_stable_identity_reverse_scale_down_and_rolling_update(
     common::eventually("three ready again", || async { ready_replicas(&sets, "db").await == 3 }).await;
 
     // Scale down to one: db-2 goes before db-1; the claims stay.
-    let mut watch = pods.watch(&ListParams::labels("app=db"), "").await.unwrap();
+    // From a list's revision, so no deletion before the watch's first poll is missed.
+    let from = pods.list(&ListParams::labels("app=db")).await.unwrap().resource_version;
+    let mut watch = pods.watch(&ListParams::labels("app=db"), &from).await.unwrap();
     let scale = serde_json::json!({ "spec": { "replicas": 1 } });
     sets.patch("db", PatchType::Merge, &scale).await.unwrap();
     let mut deleted = Vec::new();
+    // One deadline for the whole wait: bookmarks must not keep a stuck wait alive.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while deleted.len() < 2 {
-        let event = tokio::time::timeout(Duration::from_secs(30), watch.next()).await.unwrap().unwrap().unwrap();
+        let event =
+            tokio::time::timeout_at(deadline, watch.next()).await.expect("the pods go within 60 s").unwrap().unwrap();
         if let WatchEvent::Deleted(pod) = event {
             deleted.push(pod.metadata().name.clone());
         }
@@ -174,14 +182,21 @@ async fn ordered_creation_stable_identity_reverse_scale_down_and_rolling_update(
     sets.patch("db", PatchType::Merge, &serde_json::json!({ "spec": { "replicas": 3 } })).await.unwrap();
     common::eventually("three ready after scaling up", || async { ready_replicas(&sets, "db").await == 3 }).await;
     let before = sets.get("db").await.unwrap().status.unwrap();
-    let mut watch = pods.watch(&ListParams::labels("app=db"), "").await.unwrap();
+    // From a list's revision, so no deletion before the watch's first poll is missed.
+    let from = pods.list(&ListParams::labels("app=db")).await.unwrap().resource_version;
+    let mut watch = pods.watch(&ListParams::labels("app=db"), &from).await.unwrap();
     let image = serde_json::json!({ "spec": { "template": { "spec": { "containers": [{
         "name": "c", "image": "busybox:2", "volumeMounts": [{ "name": "data", "mountPath": "/data" }]
     }] } } } });
     sets.patch("db", PatchType::Merge, &image).await.unwrap();
     let mut replaced = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while replaced.len() < 3 {
-        let event = tokio::time::timeout(Duration::from_secs(30), watch.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("the rollout stopped after replacing {replaced:?}"))
+            .unwrap()
+            .unwrap();
         if let WatchEvent::Deleted(pod) = event {
             replaced.push(pod.metadata().name.clone());
         }
