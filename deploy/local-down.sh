@@ -9,8 +9,13 @@ if [ ! -d "$CLUSTER_DIR" ]; then
   exit 0
 fi
 
+bin=""
+for profile in release debug; do
+  [ -x "target/$profile/kubelet" ] && { bin="target/$profile"; break; }
+done
+
 # Stop in reverse order of dependency: clients, then the apiserver, then etcd.
-for name in controller-manager apiserver etcd; do
+for name in kube-proxy kubelet scheduler controller-manager apiserver etcd; do
   pidfile="$CLUSTER_DIR/pids/$name.pid"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -22,6 +27,15 @@ for name in controller-manager apiserver etcd; do
   rm -f "$pidfile"
   echo "Stopped $name."
 done
+
+# The kubelet leaves pods running when it stops (a restarted kubelet re-adopts them):
+# remove them and what the node side made (cgroups, mounts, bridge, rules).
+if [ "$(id -u)" -eq 0 ] && [ -n "$bin" ]; then
+  if [ -d "$CLUSTER_DIR/kubelet" ]; then
+    "$bin/kubelet" cleanup --root-dir "$CLUSTER_DIR/kubelet" && echo "Removed the kubelet's pods, bridge and rules."
+  fi
+  "$bin/kube-proxy" --cleanup && echo "Removed kube-proxy's rules."
+fi
 
 rm -rf "$CLUSTER_DIR"
 echo "Removed $CLUSTER_DIR."

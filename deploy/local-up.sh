@@ -14,6 +14,11 @@ ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
 API_PORT=${API_PORT:-6443}
 API_HTTP_PORT=${API_HTTP_PORT:-6444}
 CM_HTTP_PORT=${CM_HTTP_PORT:-10257}
+SCHED_HTTP_PORT=${SCHED_HTTP_PORT:-10259}
+KUBELET_HTTP_PORT=${KUBELET_HTTP_PORT:-10248}
+PROXY_HTTP_PORT=${PROXY_HTTP_PORT:-10256}
+CLUSTER_CIDR=${CLUSTER_CIDR:-10.244.0.0/16}
+NODE_NAME=${NODE_NAME:-$(hostname | tr 'A-Z_' 'a-z-')}
 SERVICE_CIDR=${SERVICE_CIDR:-10.96.0.0/12}
 
 mkdir -p "$CLUSTER_DIR"
@@ -39,7 +44,7 @@ else
 fi
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$API_HTTP_PORT" "$CM_HTTP_PORT"; do
+for port in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$API_HTTP_PORT" "$CM_HTTP_PORT" "$SCHED_HTTP_PORT" "$KUBELET_HTTP_PORT" "$PROXY_HTTP_PORT"; do
   port_free "$port" || { echo "Port $port on 127.0.0.1 is in use; set the *_PORT variables to free ones." >&2; exit 1; }
 done
 
@@ -98,19 +103,50 @@ KUBECONFIG
 
 echo "Starting the controller-manager..."
 start controller-manager "$bin/controller-manager" --kubeconfig "$CLUSTER_DIR/kubeconfig" \
-  --http-address "127.0.0.1:$CM_HTTP_PORT"
+  --http-address "127.0.0.1:$CM_HTTP_PORT" --cluster-cidr "$CLUSTER_CIDR"
 wait_for controller-manager "http://127.0.0.1:$CM_HTTP_PORT/readyz"
 
+echo "Starting the scheduler..."
+start scheduler "$bin/scheduler" --kubeconfig "$CLUSTER_DIR/kubeconfig" \
+  --http-address "127.0.0.1:$SCHED_HTTP_PORT"
+wait_for scheduler "http://127.0.0.1:$SCHED_HTTP_PORT/readyz"
+
+# The node side runs as root: namespaces, cgroups, the pod bridge and nftables.
+if [ "$(id -u)" -eq 0 ]; then
+  echo "Building the test images and importing them into the kubelet's store..."
+  deploy/images/build-test-images.sh "$CLUSTER_DIR/images" >"$logs/images.log" 2>&1
+  "$bin/kubelet" import-image --root-dir "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR"/images/*.oci.tar >>"$logs/images.log" 2>&1
+
+  echo "Starting the kubelet (node $NODE_NAME)..."
+  start kubelet "$bin/kubelet" --kubeconfig "$CLUSTER_DIR/kubeconfig" --hostname-override "$NODE_NAME" \
+    --root-dir "$CLUSTER_DIR/kubelet" --cluster-cidr "$CLUSTER_CIDR" --http-address "127.0.0.1:$KUBELET_HTTP_PORT"
+  wait_for kubelet "http://127.0.0.1:$KUBELET_HTTP_PORT/healthz"
+
+  echo "Starting kube-proxy..."
+  start kube-proxy "$bin/kube-proxy" --kubeconfig "$CLUSTER_DIR/kubeconfig" --hostname-override "$NODE_NAME" \
+    --cluster-cidr "$CLUSTER_CIDR" --http-address "127.0.0.1:$PROXY_HTTP_PORT"
+  wait_for kube-proxy "http://127.0.0.1:$PROXY_HTTP_PORT/readyz"
+else
+  echo "Not root: skipping the kubelet and kube-proxy (they need namespaces, cgroups and nftables)."
+fi
+
 ctl="$bin/ctl --kubeconfig $CLUSTER_DIR/kubeconfig"
-if $ctl version >/dev/null 2>&1; then
+echo
+echo "The cluster at work:"
+$ctl version
+$ctl apply -f "$root/deploy/examples/demo.yaml"
+if [ "$(id -u)" -eq 0 ]; then
+  echo "Waiting for the demo's pods to run..."
+  $ctl wait --for=condition=Ready pods -l app=web -n demo --timeout=120s || true
+fi
+$ctl get nodes
+$ctl get configmaps,services,endpoints -n demo
+$ctl get replicasets,pods -n demo -o wide
+pod_ip=$($ctl get pods -n demo -l app=web -o 'jsonpath={.items[0].status.podIP}' 2>/dev/null || true)
+if [ -n "$pod_ip" ]; then
   echo
-  echo "The API at work:"
-  $ctl version
-  $ctl apply -f "$root/deploy/examples/demo.yaml"
-  $ctl get namespaces
-  $ctl get configmaps,services -n demo
-  sleep 1
-  $ctl get replicasets,pods -n demo
+  echo "A demo pod answers at its IP ($pod_ip, on this host's pod bridge):"
+  curl -fsS --max-time 5 "http://$pod_ip:8080/" || echo "(no answer yet)"
 fi
 
 cat <<DONE
