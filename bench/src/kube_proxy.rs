@@ -181,9 +181,11 @@ fn throughput(options: &Options) -> anyhow::Result<(f64, f64)> {
     }
     let pod_ip = Ipv4Addr::new(10, 244, 0, 10);
     // The server: answer each connection's first bytes, then close.
-    let listener = pod.enter(|| std::net::TcpListener::bind("0.0.0.0:8080")).join().map_err(|_| anyhow::anyhow!("bind"))??;
+    let listener =
+        pod.enter(|| std::net::TcpListener::bind("0.0.0.0:8080")).join().map_err(|_| anyhow::anyhow!("bind"))??;
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         runtime.block_on(async move {
             let _ = listener.set_nonblocking(true);
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };

@@ -38,9 +38,13 @@ fn node(i: usize) -> Node {
             ..Default::default()
         }),
         status: Some(NodeStatus {
-            allocatable: [("cpu".to_string(), q("4")), ("memory".to_string(), q("32Gi")), ("pods".to_string(), q("110"))]
-                .into_iter()
-                .collect(),
+            allocatable: [
+                ("cpu".to_string(), q("4")),
+                ("memory".to_string(), q("32Gi")),
+                ("pods".to_string(), q("110")),
+            ]
+            .into_iter()
+            .collect(),
             conditions: vec![NodeCondition { r#type: "Ready".into(), status: "True".into(), ..Default::default() }],
             ..Default::default()
         }),
@@ -56,7 +60,9 @@ fn pod(i: usize) -> Pod {
                 name: "pause".into(),
                 image: "registry.k8s.io/pause:3.10".into(),
                 resources: Some(ResourceRequirements {
-                    requests: [("cpu".to_string(), q("100m")), ("memory".to_string(), q("500Mi"))].into_iter().collect(),
+                    requests: [("cpu".to_string(), q("100m")), ("memory".to_string(), q("500Mi"))]
+                        .into_iter()
+                        .collect(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -116,11 +122,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut watch = pods.watch(&ListParams::default(), &list.resource_version).await?;
     let dir = tempfile::tempdir()?;
     let http = format!("127.0.0.1:{}", testkit::free_port());
-    let args: Vec<String> =
-        ["--master", &apiserver.grpc_endpoint(), "--http-address", &http, "--leader-elect=false"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let args: Vec<String> = ["--master", &apiserver.grpc_endpoint(), "--http-address", &http, "--leader-elect=false"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let started = Instant::now();
     let mut scheduler =
         testkit::Daemon::spawn("scheduler", &testkit::binary_path("scheduler")?, &args, &dir.path().join("s.log"))?;
