@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "api/batch/v1.proto",
     "api/coordination/v1.proto",
     "api/apiserver/v1.proto",
+    "api/streaming/v1.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

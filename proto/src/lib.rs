@@ -41,6 +41,13 @@ pub mod apiserver {
     }
 }
 
+/// Container logs and exec (served by the apiserver and by each kubelet).
+pub mod streaming {
+    pub mod v1 {
+        tonic::include_proto!("streaming.v1");
+    }
+}
+
 /// The descriptor set of every message above, for descriptor-driven encoding.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/api_descriptor.bin"));
 
