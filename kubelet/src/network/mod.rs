@@ -8,6 +8,10 @@
 
 pub mod cidr;
 pub mod ipam;
+pub mod overlay;
+pub mod plan;
+pub mod routes;
+pub mod vxlan;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd as _;
@@ -29,6 +33,8 @@ pub enum NetworkError {
     Nft(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
