@@ -1,11 +1,25 @@
 //! PersistentVolumes and PersistentVolumeClaims: phases start Pending (claims) or
-//! Available-to-be (volumes), sizes and access modes are required.
+//! Available-to-be (volumes), sizes and access modes are required, and both get
+//! their in-use protection finalizer on create.
 
 use proto::codec::FieldError;
 use proto::core::v1::{PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeStatus};
 use proto::quantity::Amount;
 
 use crate::registry::{NameRule, Strategy};
+
+/// Finalizers Kubernetes' StorageObjectInUseProtection admission puts on every new
+/// volume and claim; the controller-manager's pv- and pvc-protection controllers
+/// remove them once nothing uses the object, so an object in use outlives its deletion.
+const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
+fn protect(meta: &mut Option<proto::meta::v1::ObjectMeta>, finalizer: &str) {
+    let finalizers = &mut meta.get_or_insert_with(Default::default).finalizers;
+    if !finalizers.iter().any(|f| f == finalizer) {
+        finalizers.push(finalizer.to_string());
+    }
+}
 
 const ACCESS_MODES: [&str; 4] = ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"];
 
@@ -46,6 +60,7 @@ impl Strategy<PersistentVolume> for PersistentVolumeStrategy {
 
     fn prepare_for_create(&self, pv: &mut PersistentVolume) {
         pv.status = Some(PersistentVolumeStatus { phase: "Pending".to_string(), ..Default::default() });
+        protect(&mut pv.metadata, PV_PROTECTION);
     }
 
     fn default(&self, pv: &mut PersistentVolume) {
@@ -93,6 +108,7 @@ pub struct PersistentVolumeClaimStrategy;
 impl Strategy<PersistentVolumeClaim> for PersistentVolumeClaimStrategy {
     fn prepare_for_create(&self, pvc: &mut PersistentVolumeClaim) {
         pvc.status = Some(PersistentVolumeClaimStatus { phase: "Pending".to_string(), ..Default::default() });
+        protect(&mut pvc.metadata, PVC_PROTECTION);
     }
 
     fn default(&self, pvc: &mut PersistentVolumeClaim) {
