@@ -1,5 +1,6 @@
 //! One module per controller.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -8,6 +9,9 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
+pub mod pvcprotection;
+pub mod pvprotection;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -36,7 +40,11 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
             job::JobSettings { backoff_base: settings.job_backoff_base, backoff_max: settings.job_backoff_max }
         )
         .run(workers),
+        cronjob::CronJobController::new(ctx.clone(), cronjob::Clock::System).run(workers),
         garbagecollector::GarbageCollector::new(ctx.clone()).run(),
+        persistentvolume::PersistentVolumeController::new(ctx.clone()).run(workers),
+        pvcprotection::PvcProtectionController::new(ctx.clone()).run(workers),
+        pvprotection::PvProtectionController::new(ctx.clone()).run(workers),
         serviceaccount::ServiceAccountController::new(ctx.clone()).run(),
         nodelifecycle::NodeLifecycleController::new(
             ctx.clone(),
