@@ -1,5 +1,6 @@
 //! One module per controller.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -39,6 +40,7 @@ pub async fn run_all(ctx: Arc<Context>, settings: &Settings) {
             job::JobSettings { backoff_base: settings.job_backoff_base, backoff_max: settings.job_backoff_max }
         )
         .run(workers),
+        cronjob::CronJobController::new(ctx.clone(), cronjob::Clock::System).run(workers),
         garbagecollector::GarbageCollector::new(ctx.clone()).run(),
         persistentvolume::PersistentVolumeController::new(ctx.clone()).run(workers),
         pvcprotection::PvcProtectionController::new(ctx.clone()).run(workers),
