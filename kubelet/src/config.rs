@@ -14,6 +14,7 @@ use proto::quantity::Amount;
 use serde::Deserialize;
 
 use crate::network::cidr::Ipv4Cidr;
+use crate::network::plan::Backend;
 
 #[derive(Debug, Parser, Default, Clone)]
 #[command(name = "kubelet", version, about = "The node agent: registers the node and runs the pods bound to it.")]
@@ -72,6 +73,11 @@ pub struct Flags {
     /// The nftables table the kubelet owns [default: rudder-kubelet].
     #[arg(long)]
     pub nft_table: Option<String>,
+    /// How this node reaches other nodes' pods: host-gw (a route to each node's podCIDR via its
+    /// InternalIP; every node on one L2 network), vxlan (an overlay through the rudder.1 device,
+    /// VNI 1, UDP 8472; nodes need only IP reachability) or none [default: host-gw].
+    #[arg(long)]
+    pub network_backend: Option<Backend>,
     /// The cgroup under which pod cgroups are made [default: rudder].
     #[arg(long)]
     pub cgroup_parent: Option<String>,
@@ -115,6 +121,7 @@ struct FileSettings {
     cluster_cidr: Option<String>,
     bridge_name: Option<String>,
     nft_table: Option<String>,
+    network_backend: Option<String>,
     cgroup_parent: Option<String>,
     cluster_dns: Option<Ipv4Addr>,
     cluster_domain: Option<String>,
@@ -154,6 +161,8 @@ pub struct Settings {
     pub cluster_cidr: Option<Ipv4Cidr>,
     pub bridge_name: String,
     pub nft_table: String,
+    /// How pods reach other nodes' pods (--network-backend).
+    pub network_backend: Backend,
     pub cgroup_parent: String,
     pub cluster_dns: Option<Ipv4Addr>,
     pub cluster_domain: String,
@@ -283,6 +292,11 @@ impl Settings {
         if bridge_name.is_empty() || bridge_name.len() > 15 {
             bail!("--bridge-name \"{bridge_name}\": an interface name has 1 to 15 characters");
         }
+        let network_backend = match (flags.network_backend, file.network_backend) {
+            (Some(backend), _) => backend,
+            (None, Some(text)) => text.parse().map_err(|e| anyhow!("network-backend in --config: {e}"))?,
+            (None, None) => Backend::HostGw,
+        };
         Ok(Settings {
             kubeconfig: flags.kubeconfig.or(file.kubeconfig),
             master: flags.master.or(file.master),
@@ -300,6 +314,7 @@ impl Settings {
             cluster_cidr: cidr(flags.cluster_cidr.or(file.cluster_cidr), "--cluster-cidr")?,
             bridge_name,
             nft_table: flags.nft_table.or(file.nft_table).unwrap_or_else(|| "rudder-kubelet".into()),
+            network_backend,
             cgroup_parent: flags.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "rudder".into()),
             cluster_dns: flags.cluster_dns.or(file.cluster_dns),
             cluster_domain: flags.cluster_domain.or(file.cluster_domain).unwrap_or_else(|| "cluster.local".into()),
@@ -349,6 +364,21 @@ mod tests {
         assert_eq!(s.node_labels["y"], "2");
         let error = load(&["--register-with-taints", "a=b:Sometimes"]).unwrap_err().to_string();
         assert!(error.contains("effect \"Sometimes\""), "{error}");
+    }
+
+    #[test]
+    fn the_network_backend_defaults_to_host_gw_and_comes_from_flag_or_file() {
+        assert_eq!(load(&[]).unwrap().network_backend, Backend::HostGw);
+        assert_eq!(load(&["--network-backend", "vxlan"]).unwrap().network_backend, Backend::Vxlan);
+        let error = load(&["--network-backend", "udp"]).unwrap_err().to_string();
+        assert!(error.contains("host-gw, vxlan or none"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.yaml");
+        std::fs::write(&path, "network-backend: none\n").unwrap();
+        assert_eq!(load(&["--config", path.to_str().unwrap()]).unwrap().network_backend, Backend::None);
+        std::fs::write(&path, "network-backend: gre\n").unwrap();
+        let error = format!("{:#}", load(&["--config", path.to_str().unwrap()]).unwrap_err());
+        assert!(error.contains("network-backend in --config") && error.contains("\"gre\""), "{error}");
     }
 
     #[test]

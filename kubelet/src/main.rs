@@ -140,6 +140,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         network.setup().await.context("setting up the pod network")?;
         health.network_ready.store(true, Ordering::SeqCst);
         tracing::info!(bridge = %settings.bridge_name, %pod_cidr, "the pod network is ready");
+        let overlay = kubelet::network::overlay::OverlayConfig {
+            backend: settings.network_backend,
+            node_name: settings.node_name.clone(),
+            node_ip: agent.node_ip(),
+            pod_cidr,
+            vxlan: Default::default(),
+        };
+        tokio::spawn(kubelet::network::overlay::OverlayController::new(&client, overlay).run());
 
         let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let runtime = NativeRuntime::new(&settings.root_dir.join("runtime"), cgroups, &settings.cgroup_parent, events)?;
@@ -165,7 +173,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Stops every pod this kubelet's root dir knows, and removes its bridge, nftables
-/// table, cgroups, mounts and state.
+/// table, routes to other nodes' pods, VXLAN device, cgroups, mounts and state.
 async fn cleanup(settings: Settings) -> anyhow::Result<()> {
     let cgroups = Cgroups::detect()?;
     let (events, _events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -190,6 +198,9 @@ async fn cleanup(settings: Settings) -> anyhow::Result<()> {
         failures.push(e.to_string());
     }
     if let Err(e) = network::remove_host_state(&settings.bridge_name, &settings.nft_table).await {
+        failures.push(e.to_string());
+    }
+    if let Err(e) = network::overlay::remove_all(&Default::default()).await {
         failures.push(e.to_string());
     }
     let _ = std::fs::remove_dir_all(settings.root_dir.join("network"));
