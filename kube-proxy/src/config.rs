@@ -1,7 +1,7 @@
 //! kube-proxy's settings: flags, optionally a YAML file with the same keys
 //! (`proxy-mode: userspace`), flags winning over the file, defaults last.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,6 +60,19 @@ pub struct Flags {
     /// The least time between two syncs; changes within it are applied together [default: 1s].
     #[arg(long, value_parser = parse_duration)]
     pub min_sync_interval: Option<Duration>,
+    /// Serve the cluster DNS on this IPv4 address (port 53, UDP and TCP; IP:PORT for
+    /// another port); empty: no DNS. Point the kubelet's --cluster-dns at it. A
+    /// node-local link address such as 169.254.20.10 suits: kube-proxy holds it on a
+    /// dummy interface of its own (rudder-dns), so every pod on the node reaches it.
+    #[arg(long)]
+    pub cluster_dns_address: Option<String>,
+    /// The cluster's DNS domain [default: cluster.local].
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
+    /// Resolvers (IP or IP:PORT, comma-separated) for names outside the cluster
+    /// domain [default: the nameservers of /etc/resolv.conf].
+    #[arg(long, value_delimiter = ',')]
+    pub dns_upstream: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -75,6 +88,9 @@ struct FileSettings {
     cleanup: Option<bool>,
     sync_period: Option<String>,
     min_sync_interval: Option<String>,
+    cluster_dns_address: Option<String>,
+    cluster_domain: Option<String>,
+    dns_upstream: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +105,77 @@ pub struct Settings {
     pub cleanup: bool,
     pub sync_period: Duration,
     pub min_sync_interval: Duration,
+    /// The cluster DNS, when it is on.
+    pub dns: Option<DnsSettings>,
+}
+
+/// Where the cluster DNS listens and what it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    pub listen: SocketAddr,
+    pub domain: String,
+    /// Empty: the nameservers of /etc/resolv.conf.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+const DNS_PORT: u16 = 53;
+
+/// "IP" (port `default_port`) or "IP:PORT"; `flag` names the setting in errors.
+fn parse_address(text: &str, default_port: u16, flag: &str) -> anyhow::Result<SocketAddr> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    text.parse::<SocketAddr>().map_err(|_| {
+        anyhow::anyhow!("{flag}: \"{text}\" is not an IP address or IP:PORT (write 169.254.20.10 or 10.0.0.1:5353)")
+    })
+}
+
+fn dns_settings(
+    address: Option<String>,
+    domain: Option<String>,
+    upstreams: Option<Vec<String>>,
+) -> anyhow::Result<Option<DnsSettings>> {
+    let Some(address) = address.filter(|a| !a.trim().is_empty()) else {
+        if domain.is_some() || upstreams.as_ref().is_some_and(|u| u.iter().any(|u| !u.is_empty())) {
+            tracing::warn!("--cluster-domain and --dns-upstream have no effect without --cluster-dns-address");
+        }
+        return Ok(None);
+    };
+    let listen = parse_address(&address, DNS_PORT, "--cluster-dns-address")?;
+    let SocketAddr::V4(v4) = listen else {
+        bail!(
+            "--cluster-dns-address: \"{address}\" is IPv6; the cluster DNS listens on an IPv4 address (the kubelet's --cluster-dns is one)"
+        );
+    };
+    if v4.ip() == &Ipv4Addr::UNSPECIFIED {
+        bail!(
+            "--cluster-dns-address: 0.0.0.0 would answer on every address of the node; give the one address pods use (e.g. 169.254.20.10)"
+        );
+    }
+    let upstreams = upstreams
+        .unwrap_or_default()
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| parse_address(u, DNS_PORT, "--dns-upstream"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if upstreams.contains(&listen) {
+        bail!(
+            "--dns-upstream {listen} is the cluster DNS itself; name the node's own resolvers (or leave it out for /etc/resolv.conf's)"
+        );
+    }
+    let domain = domain.unwrap_or_else(|| "cluster.local".to_string());
+    // Checked here so a bad domain fails at start with the flag's name.
+    let check = dns::Config {
+        listen,
+        domain: domain.clone(),
+        upstreams: Vec::new(),
+        ttl: dns::config::DEFAULT_TTL,
+        upstream_timeout: dns::config::DEFAULT_UPSTREAM_TIMEOUT,
+        free_bind: true,
+    };
+    check.domain_name().map_err(|e| anyhow::anyhow!("--cluster-domain: {e}"))?;
+    Ok(Some(DnsSettings { listen, domain, upstreams }))
 }
 
 /// "15s", "500ms", "2m", or plain seconds.
@@ -158,6 +245,11 @@ impl Settings {
                 "min-sync-interval",
                 Duration::from_secs(1),
             )?,
+            dns: dns_settings(
+                flags.cluster_dns_address.or(file.cluster_dns_address),
+                flags.cluster_domain.or(file.cluster_domain),
+                flags.dns_upstream.or(file.dns_upstream),
+            )?,
         };
         if settings.sync_period.is_zero() {
             bail!("--sync-period must be more than 0 (it is how often kube-proxy repairs its rules)");
@@ -212,5 +304,70 @@ mod tests {
         let error = Settings::load(Flags::parse_from(["kube-proxy", "--config", path.to_str().unwrap()])).unwrap_err();
         assert!(format!("{error:#}").contains("unknown field `proxy-mod`"), "{error:#}");
         assert!(Flags::try_parse_from(["kube-proxy", "--proxy-mode", "iptables"]).is_err());
+    }
+
+    #[test]
+    fn dns_is_off_unless_an_address_is_given() {
+        let settings = Settings::load(Flags::parse_from(["kube-proxy", "--hostname-override", "n1"])).unwrap();
+        assert_eq!(settings.dns, None);
+        let settings =
+            Settings::load(Flags::parse_from(["kube-proxy", "--hostname-override", "n1", "--cluster-dns-address", ""]))
+                .unwrap();
+        assert_eq!(settings.dns, None);
+    }
+
+    #[test]
+    fn dns_settings_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(&path, "cluster-dns-address: 169.254.20.10\ncluster-domain: example.internal\ndns-upstream: [192.0.2.53, \"192.0.2.54:5353\"]\n").unwrap();
+        let settings = Settings::load(Flags::parse_from([
+            "kube-proxy",
+            "--hostname-override",
+            "n1",
+            "--config",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap();
+        let dns = settings.dns.unwrap();
+        assert_eq!(dns.listen, "169.254.20.10:53".parse().unwrap());
+        assert_eq!(dns.domain, "example.internal");
+        assert_eq!(dns.upstreams, vec!["192.0.2.53:53".parse().unwrap(), "192.0.2.54:5353".parse().unwrap()]);
+        let settings = Settings::load(Flags::parse_from([
+            "kube-proxy",
+            "--hostname-override",
+            "n1",
+            "--config",
+            path.to_str().unwrap(),
+            "--cluster-dns-address",
+            "127.0.0.9:5353",
+            "--cluster-domain",
+            "cluster.local",
+        ]))
+        .unwrap();
+        let dns = settings.dns.unwrap();
+        assert_eq!(dns.listen, "127.0.0.9:5353".parse().unwrap());
+        assert_eq!(dns.domain, "cluster.local");
+    }
+
+    #[test]
+    fn bad_dns_settings_name_the_flag() {
+        let load = |args: &[&str]| {
+            let mut all = vec!["kube-proxy", "--hostname-override", "n1"];
+            all.extend_from_slice(args);
+            Settings::load(Flags::parse_from(all)).unwrap_err().to_string()
+        };
+        let error = load(&["--cluster-dns-address", "10.96.0"]);
+        assert!(error.contains("--cluster-dns-address: \"10.96.0\" is not an IP address"), "{error}");
+        let error = load(&["--cluster-dns-address", "0.0.0.0"]);
+        assert!(error.contains("every address"), "{error}");
+        let error = load(&["--cluster-dns-address", "fd00::10"]);
+        assert!(error.contains("IPv6"), "{error}");
+        let error = load(&["--cluster-dns-address", "169.254.20.10", "--cluster-domain", "bad_domain"]);
+        assert!(error.contains("--cluster-domain"), "{error}");
+        let error = load(&["--cluster-dns-address", "169.254.20.10", "--dns-upstream", "nameserver"]);
+        assert!(error.contains("--dns-upstream: \"nameserver\""), "{error}");
+        let error = load(&["--cluster-dns-address", "169.254.20.10", "--dns-upstream", "169.254.20.10"]);
+        assert!(error.contains("the cluster DNS itself"), "{error}");
     }
 }

@@ -17,17 +17,23 @@ pub struct Sources {
     nodes: Store<Node>,
     hostname: String,
     nodeport_cidrs: Vec<Cidr>,
-    /// Keeps the informers running.
-    _informers: SharedInformers,
     node_informer: tokio::task::JoinHandle<()>,
     forwarders: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Sources {
     /// Starts the informers and waits for their first lists; `changed` is notified
-    /// on every change from then on. Must be called within a tokio runtime.
-    pub async fn start(client: &Client, hostname: &str, nodeport_cidrs: Vec<Cidr>, changed: Arc<Notify>) -> Sources {
-        let informers = SharedInformers::new(client);
+    /// on every change from then on. Services and Endpoints come from the process's
+    /// `informers` (which the cluster DNS shares, so each kind is watched once; the
+    /// caller keeps them running); the Node has an informer of its own, for this
+    /// node only. Must be called within a tokio runtime.
+    pub async fn start(
+        client: &Client,
+        informers: &SharedInformers,
+        hostname: &str,
+        nodeport_cidrs: Vec<Cidr>,
+        changed: Arc<Notify>,
+    ) -> Sources {
         let services = informers.get::<Service>();
         let endpoints = informers.get::<Endpoints>();
         let node = Informer::new(Api::<Node>::all(client), ListParams::fields(&format!("metadata.name={hostname}")));
@@ -43,7 +49,6 @@ impl Sources {
             nodes: node.store(),
             hostname: hostname.to_string(),
             nodeport_cidrs,
-            _informers: informers,
             node_informer: node_task,
             forwarders,
         }
