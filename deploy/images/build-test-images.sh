@@ -9,10 +9,18 @@
 #   OUT_DIR/httpd.oci.tar    rudder/httpd:test    the same layer plus serve-hostname, whose
 #                            default command serves a page naming the host (the pod) on
 #                            ports 80, 3000 and 8010 ($PORTS overrides the list)
+#   OUT_DIR/zhidan-server.oci.tar  mydocker.io:5000/zhidan-server:0.1  the sample
+#                            application's server (manifests of issue 7): serve-hostname
+#                            on ports 80 (its probes) and 3000 (its Service)
+#   OUT_DIR/zhidan-web.oci.tar     mydocker.io:5000/zhidan-web:0.1     its web front: ports
+#                            80 and 8010
 # Import them on a node (the kubelet's image store reads OCI archives and `docker save`
 # tarballs), or push them to a registry:
 #   skopeo copy --dest-tls-verify=false oci-archive:OUT_DIR/httpd.oci.tar:rudder/httpd:test \
 #     docker://127.0.0.1:5000/rudder/httpd:test
+#   skopeo copy --dest-tls-verify=false \
+#     oci-archive:OUT_DIR/zhidan-web.oci.tar:mydocker.io:5000/zhidan-web:0.1 \
+#     docker://127.0.0.1:5000/zhidan-web:0.1
 # The output is reproducible: the same busybox gives the same digests.
 set -euo pipefail
 
@@ -139,3 +147,10 @@ build_image() {
 build_image busybox rudder/busybox:test '["sh"]' '' "$base"
 build_image httpd rudder/httpd:test '["/usr/local/bin/serve-hostname"]' \
   ',"ExposedPorts":{"80/tcp":{},"3000/tcp":{},"8010/tcp":{}}' "$base" "$web"
+# The sample application's two images share the httpd layers; only the ports differ.
+build_image zhidan-server mydocker.io:5000/zhidan-server:0.1 \
+  '["/bin/env","PORTS=80 3000","/usr/local/bin/serve-hostname"]' \
+  ',"ExposedPorts":{"80/tcp":{},"3000/tcp":{}}' "$base" "$web"
+build_image zhidan-web mydocker.io:5000/zhidan-web:0.1 \
+  '["/bin/env","PORTS=80 8010","/usr/local/bin/serve-hostname"]' \
+  ',"ExposedPorts":{"80/tcp":{},"8010/tcp":{}}' "$base" "$web"
