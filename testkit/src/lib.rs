@@ -9,6 +9,7 @@ mod apiserver;
 mod daemon;
 mod etcd;
 mod ports;
+pub mod registry;
 
 pub use apiserver::{ApiServer, http_get};
 pub use daemon::{Daemon, binary_path};
