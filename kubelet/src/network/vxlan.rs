@@ -159,9 +159,9 @@ pub async fn ensure_vtep(
             Ok(()) => {}
             Err(e) if errno(&e) == Some(EEXIST) => {}
             Err(e) => {
-                return Err(nl(format!("creating VXLAN device {name} (VNI {}, port {})", settings.vni, settings.port))(
-                    e,
-                ));
+                return Err(
+                    nl(format!("creating VXLAN device {name} (VNI {}, port {})", settings.vni, settings.port))(e),
+                );
             }
         }
     }
@@ -241,6 +241,10 @@ fn parse_entry(message: NeighbourMessage) -> Entry {
     for a in &message.attributes {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => address = Some(*ip),
+            // In a forwarding (bridge family) entry the remote comes unparsed.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) if bytes.len() == 4 => {
+                address = Some(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]));
+            }
             NeighbourAttribute::LinkLayerAddress(bytes) if bytes.len() == 6 => {
                 let mut m = [0u8; 6];
                 m.copy_from_slice(bytes);
@@ -313,6 +317,11 @@ pub async fn apply_fdb(handle: &Handle, vtep: &Vtep, desired: &[FdbEntry]) -> Re
     let mut changes = EntryChanges::default();
     let mut present = Vec::new();
     for entry in entries(handle, AddressFamily::Bridge, vtep.index).await? {
+        // The dump also lists the device's own multicast and unicast addresses;
+        // only entries with a remote are forwarding entries.
+        if entry.address.is_none() {
+            continue;
+        }
         let wanted = desired.iter().any(|d| Some(d.mac) == entry.mac && Some(d.remote) == entry.address);
         if wanted {
             present.extend(entry.mac);
