@@ -21,6 +21,78 @@ use tokio::sync::Barrier;
 
 use crate::stats::{Latencies, rate};
 
+/// The CPU time a process has used so far (all threads, user and system), read from
+/// /proc/PID/stat, whose times are in USER_HZ ticks: 100 per second on Linux.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The pid of this process's child named `name` (testkit's etcd does not expose it).
+fn child_pid(name: &str) -> Option<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+        let parent = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
+        (comm == name && parent == me).then_some(pid)
+    })
+}
+
+/// The processes whose CPU time a measurement accounts for.
+struct Processes {
+    etcd: Option<u32>,
+    apiserver: Option<u32>,
+}
+
+/// CPU time used by each process during one measurement.
+#[derive(Default)]
+struct CpuUse {
+    etcd: Duration,
+    apiserver: Duration,
+    bench: Duration,
+}
+
+impl Processes {
+    fn sample(&self) -> CpuUse {
+        let of = |pid: Option<u32>| pid.and_then(cpu_time).unwrap_or_default();
+        CpuUse { etcd: of(self.etcd), apiserver: of(self.apiserver), bench: of(Some(std::process::id())) }
+    }
+}
+
+impl CpuUse {
+    fn since(&self, before: &CpuUse) -> CpuUse {
+        CpuUse {
+            etcd: self.etcd.saturating_sub(before.etcd),
+            apiserver: self.apiserver.saturating_sub(before.apiserver),
+            bench: self.bench.saturating_sub(before.bench),
+        }
+    }
+
+    /// CPU microseconds per operation, per process.
+    fn per_op(&self, ops: usize) -> String {
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / ops.max(1) as f64;
+        format!(
+            "cpu/op: etcd {:>4.0} us  apiserver {:>4.0} us  bench {:>4.0} us",
+            us(self.etcd),
+            us(self.apiserver),
+            us(self.bench)
+        )
+    }
+}
+
+/// One measured run: ops/s, latencies, CPU used.
+struct Run {
+    rate: f64,
+    latencies: Latencies,
+    cpu: CpuUse,
+}
+
 #[derive(clap::Args)]
 pub struct Options {
     /// Creates per concurrency level and target.
@@ -35,6 +107,13 @@ pub struct Options {
     /// Seconds of steady 1,000 writes/s.
     #[arg(long, default_value_t = 10)]
     steady_seconds: u64,
+    /// Rounds of the creates comparison per concurrency level. Rounds alternate raw etcd
+    /// and apiserver runs, so load from other processes on the machine affects both.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Only the creates comparison (no watch fan-out, no steady load).
+    #[arg(long)]
+    creates_only: bool,
 }
 
 /// A ConfigMap of about 1 KiB, the payload of every create.
@@ -57,25 +136,48 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let etcd = testkit::Etcd::start().await?;
     let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await?;
     println!("apiserver benchmark: etcd {} | apiserver {}", etcd.endpoints()[0], apiserver.grpc_endpoint());
+    println!("creates of ~1 KiB ConfigMaps, {} per run; each round runs raw etcd, then the apiserver", options.creates);
     println!();
-    println!("{:<28} {:>12}  latency", "creates", "per second");
+    println!("{:<34} {:>10}  latency", "creates", "per second");
 
+    let processes = Processes { etcd: child_pid("etcd"), apiserver: apiserver.pid() };
+    let rounds = options.rounds.max(1);
     for concurrency in [16usize, 64] {
-        let raw = raw_etcd_creates(&etcd, concurrency, options.creates).await?;
-        let api = apiserver_creates(&apiserver, concurrency, options.creates).await?;
-        println!("{:<28} {:>12.0}  {}", format!("raw etcd txn, {concurrency} clients"), raw.0, raw.1.summary());
-        println!("{:<28} {:>12.0}  {}", format!("apiserver, {concurrency} clients"), api.0, api.1.summary());
-        println!("{:<28} {:>11.0}%", "  apiserver / raw etcd", 100.0 * api.0 / raw.0);
+        let mut ratios = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let raw = raw_etcd_creates(&etcd, &processes, concurrency, round, options.creates).await?;
+            let api = apiserver_creates(&apiserver, &processes, concurrency, round, options.creates).await?;
+            let ratio = 100.0 * api.rate / raw.rate;
+            ratios.push(ratio);
+            let tag = format!("{concurrency} clients, round {}", round + 1);
+            for (target, run) in [("raw etcd txn,", &raw), ("apiserver,   ", &api)] {
+                println!("{:<34} {:>10.0}  {}", format!("{target} {tag}"), run.rate, run.latencies.summary());
+                println!("{:<34} {:>10}  {}", "", "", run.cpu.per_op(options.creates));
+            }
+            println!("{:<34} {:>9.0}%", "  apiserver / raw etcd", ratio);
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "{:<34} {:>9.0}%  (range {:.0}%..{:.0}% over {rounds} rounds)",
+            format!("apiserver / raw etcd, {concurrency} clients"),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
+        );
+        println!();
     }
-    println!();
+    if options.creates_only {
+        return Ok(());
+    }
     watch_fan_out(&apiserver, options.watchers, options.events).await?;
     println!();
     steady_writes(&apiserver, 1000, Duration::from_secs(options.steady_seconds)).await?;
     Ok(())
 }
 
-/// Runs `total` operations split over `concurrency` tasks; returns ops/s and latencies.
-async fn measure<F, Fut>(concurrency: usize, total: usize, op: F) -> anyhow::Result<(f64, Latencies)>
+/// Runs `total` operations split over `concurrency` tasks; returns ops/s, latencies and
+/// the CPU time each process used meanwhile.
+async fn measure<F, Fut>(processes: &Processes, concurrency: usize, total: usize, op: F) -> anyhow::Result<Run>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -98,6 +200,7 @@ where
             Ok::<_, anyhow::Error>(samples)
         }));
     }
+    let cpu_before = processes.sample();
     barrier.wait().await;
     let started = Instant::now();
     let mut samples = Vec::with_capacity(total);
@@ -105,16 +208,25 @@ where
         samples.extend(task.await??);
     }
     let elapsed = started.elapsed();
-    Ok((rate(samples.len(), elapsed), Latencies::new(samples)))
+    let cpu = processes.sample().since(&cpu_before);
+    Ok(Run { rate: rate(samples.len(), elapsed), latencies: Latencies::new(samples), cpu })
 }
 
-async fn raw_etcd_creates(etcd: &testkit::Etcd, concurrency: usize, total: usize) -> anyhow::Result<(f64, Latencies)> {
+async fn raw_etcd_creates(
+    etcd: &testkit::Etcd,
+    processes: &Processes,
+    concurrency: usize,
+    round: usize,
+    total: usize,
+) -> anyhow::Result<Run> {
     let client = etcd.client().await?;
-    let prefix = format!("/bench-raw/{concurrency}/");
-    measure(concurrency, total, move |i| {
+    // Keys and names shaped like the apiserver's, so both move the same bytes.
+    let prefix = "/bench-raw/configmaps/default/";
+    measure(processes, concurrency, total, move |i| {
         let mut kv = client.kv_client();
-        let key = format!("{prefix}{i}");
-        let value: Vec<u8> = payload(&format!("c{i}")).encode_to_vec();
+        let name = format!("c{concurrency}-{round}-{i}");
+        let key = format!("{prefix}{name}");
+        let value: Vec<u8> = payload(&name).encode_to_vec();
         async move {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
@@ -130,14 +242,16 @@ async fn raw_etcd_creates(etcd: &testkit::Etcd, concurrency: usize, total: usize
 
 async fn apiserver_creates(
     apiserver: &testkit::ApiServer,
+    processes: &Processes,
     concurrency: usize,
+    round: usize,
     total: usize,
-) -> anyhow::Result<(f64, Latencies)> {
+) -> anyhow::Result<Run> {
     let client = Client::new(&apiserver.grpc_endpoint(), "default")?;
     let info = ConfigMap::INFO;
-    measure(concurrency, total, move |i| {
+    measure(processes, concurrency, total, move |i| {
         let client = client.clone();
-        let object: Bytes = payload(&format!("c{concurrency}-{i}")).encode_to_vec().into();
+        let object: Bytes = payload(&format!("c{concurrency}-{round}-{i}")).encode_to_vec().into();
         async move {
             client.create(info, "default", object, false).await?;
             Ok(())
