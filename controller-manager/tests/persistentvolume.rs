@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use client::{Api, Client, ListParams};
+use client::{Api, Client, ListParams, PatchType};
 use proto::Resource as _;
 use proto::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use proto::meta::v1::DeleteOptions;
@@ -154,6 +154,20 @@ async fn a_claim_gets_the_smallest_fitting_volume_and_a_waiting_claim_binds_when
     volumes.create(&volume("later", "3Gi", rwo, "", "Retain", dir)).await.unwrap();
     assert_eq!(volume_name(&wait_claim_bound(&claims, "named").await), "later");
     assert_eq!(wait_volume_phase(&volumes, "later", "Bound").await.spec.unwrap().claim_ref.unwrap().name, "named");
+
+    // A Bound volume is only marked when deleted; forced away (finalizer removed by
+    // hand), its claim is Lost.
+    volumes.delete("snug", DeleteOptions::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let marked = volumes.get("snug").await.unwrap();
+    assert!(marked.metadata().deletion_timestamp.is_some(), "pv-protection holds a Bound volume");
+    volumes.patch("snug", PatchType::Merge, &json!({"metadata": {"finalizers": null}})).await.unwrap();
+    common::eventually("claim data Lost", || async {
+        claims.get("data").await.is_ok_and(|c| phase_of_claim(&c) == "Lost")
+    })
+    .await;
+    let message = event_message(client, "data", "ClaimLost").await;
+    assert_eq!(message, "Bound claim has lost its PersistentVolume. Data on the volume is lost!");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
