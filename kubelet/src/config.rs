@@ -370,7 +370,7 @@ mod tests {
     fn the_network_backend_defaults_to_host_gw_and_comes_from_flag_or_file() {
         assert_eq!(load(&[]).unwrap().network_backend, Backend::HostGw);
         assert_eq!(load(&["--network-backend", "vxlan"]).unwrap().network_backend, Backend::Vxlan);
-        let error = load(&["--network-backend", "udp"]).unwrap_err().to_string();
+        let error = Flags::try_parse_from(["kubelet", "--network-backend", "udp"]).unwrap_err().to_string();
         assert!(error.contains("host-gw, vxlan or none"), "{error}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.yaml");
