@@ -69,16 +69,19 @@ fn is_free(volume: &PersistentVolume) -> bool {
 
 /// The claims a change of `volume` concerns: the one it names, the ones naming
 /// it, and — when it is free — every claim still waiting for a volume.
-fn claims_to_wake(volume: &PersistentVolume, claims: &Store<PersistentVolumeClaim>) -> Vec<ObjectKey> {
+fn claims_to_wake<'a>(
+    volume: &PersistentVolume,
+    claims: impl IntoIterator<Item = &'a PersistentVolumeClaim>,
+) -> Vec<ObjectKey> {
     let mut keys: Vec<ObjectKey> = claim_ref_key(volume).into_iter().collect();
     let free = is_free(volume);
     let name = &volume.metadata().name;
-    for claim in claims.list() {
+    for claim in claims {
         let spec = claim.spec.as_ref();
         let wanted = spec.is_some_and(|s| s.volume_name == *name);
         let waiting = spec.is_some_and(|s| s.volume_name.is_empty()) && !annotated(claim.metadata(), BIND_COMPLETED);
         if wanted || (free && waiting) {
-            keys.push(key_of(claim.as_ref()));
+            keys.push(key_of(claim));
         }
     }
     keys
@@ -117,7 +120,9 @@ impl PersistentVolumeController {
     pub async fn run(self: Arc<Self>, workers: usize) {
         let claim_store = self.claims.store();
         let claims = Controller::new(self.claims.clone())
-            .watches(self.volumes.clone(), move |v: &PersistentVolume| claims_to_wake(v, &claim_store))
+            .watches(self.volumes.clone(), move |v: &PersistentVolume| {
+                claims_to_wake(v, claim_store.list().iter().map(|c| c.as_ref()))
+            })
             .workers(workers)
             .resync_every(RESYNC);
         let claim_queue = claims.queue();
@@ -481,5 +486,51 @@ impl PersistentVolumeController {
         recorder.normal(volume, "VolumeRecycled", "Volume recycled");
         self.unbind(volume).await?;
         Ok(Action::await_change())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeSpec, PersistentVolumeStatus};
+    use proto::meta::v1::ObjectMeta;
+
+    fn volume(name: &str, phase: &str, claim: Option<&str>) -> PersistentVolume {
+        PersistentVolume {
+            metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
+            spec: Some(PersistentVolumeSpec {
+                claim_ref: claim.map(|c| ObjectReference {
+                    namespace: "ns".into(),
+                    name: c.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(PersistentVolumeStatus { phase: phase.into(), ..Default::default() }),
+        }
+    }
+
+    fn claim(name: &str, volume_name: &str, completed: bool) -> PersistentVolumeClaim {
+        let mut meta = ObjectMeta { name: name.into(), namespace: "ns".into(), ..Default::default() };
+        if completed {
+            meta.annotations.insert(BIND_COMPLETED.into(), "yes".into());
+        }
+        PersistentVolumeClaim {
+            metadata: Some(meta),
+            spec: Some(PersistentVolumeClaimSpec { volume_name: volume_name.into(), ..Default::default() }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn a_free_volume_wakes_every_waiting_claim_and_the_ones_naming_it() {
+        let claims = [claim("waiting", "", false), claim("bound", "other", true), claim("named", "v", false)];
+        let mut woken = claims_to_wake(&volume("v", "Available", None), &claims);
+        woken.sort();
+        assert_eq!(woken, ["ns/named", "ns/waiting"]);
+        // Not Available yet (just created): only those naming it.
+        assert_eq!(claims_to_wake(&volume("v", "Pending", None), &claims), ["ns/named"]);
+        // Claimed: the claim it names, and those naming it.
+        assert_eq!(claims_to_wake(&volume("v", "Bound", Some("bound")), &claims), ["ns/bound", "ns/named"]);
     }
 }
