@@ -720,3 +720,192 @@ async fn apply_recurses_into_directories_only_with_r_and_reads_stdin() {
     assert!(output.status.success());
     assert_eq!(stdout(&output), "namespace/piped created\n");
 }
+
+const STATEFUL_AND_DAEMON_SETS: &str = "\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 2
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+      - name: db
+        image: busybox:1
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: busybox:1
+";
+
+/// The controller-manager binary against the test's apiserver, stopped with the test.
+fn controller_manager(cluster: &Cluster) -> testkit::Daemon {
+    let http = format!("127.0.0.1:{}", testkit::free_port());
+    let args: Vec<String> =
+        ["--master", &cluster.apiserver.grpc_endpoint(), "--http-address", &http, "--leader-elect=false"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let program = testkit::binary_path("controller-manager").expect("the controller-manager is built");
+    let log = cluster.dir.path().join("controller-manager.log");
+    testkit::Daemon::spawn("controller-manager", &program, &args, &log).expect("it starts")
+}
+
+/// The revision numbers `rollout history` lists for `target`.
+fn history_revisions(cluster: &Cluster, target: &str) -> Vec<String> {
+    let out = cluster.ctl(&["rollout", "history", target]);
+    stdout(&out)
+        .lines()
+        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn rollout_history_and_undo_of_stateful_and_daemon_sets_use_controller_revisions() {
+    let cluster = cluster().await;
+    let _manager = controller_manager(&cluster);
+    let manifest = cluster.file("sets.yaml", STATEFUL_AND_DAEMON_SETS);
+    cluster.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+
+    for (target, container, shown) in
+        [("sts/db", "db", "statefulset.apps/db"), ("ds/agent", "agent", "daemonset.apps/agent")]
+    {
+        eventually(&format!("revision 1 of {target}"), || history_revisions(&cluster, target) == ["1"]).await;
+        let only_one = cluster.ctl(&["rollout", "undo", target]);
+        assert!(!only_one.status.success(), "undo with one revision succeeded");
+        assert!(stderr(&only_one).contains("no last revision to roll back to"), "{}", stderr(&only_one));
+
+        cluster.ok(&["set", "image", target, &format!("{container}=busybox:2")]);
+        eventually(&format!("revision 2 of {target}"), || history_revisions(&cluster, target) == ["1", "2"]).await;
+        assert_eq!(
+            normalise(&cluster.ok(&["rollout", "history", target])),
+            format!("{shown}\nREVISION CHANGE-CAUSE\n1 <none>\n2 <none>\n")
+        );
+        let first = cluster.ok(&["rollout", "history", target, "--revision=1"]);
+        assert!(first.contains("image: busybox:1"), "{first}");
+
+        let missing = cluster.ctl(&["rollout", "undo", target, "--to-revision=9"]);
+        assert!(!missing.status.success(), "undo to a revision that does not exist succeeded");
+        assert!(stderr(&missing).contains("unable to find specified revision 9 in history"), "{}", stderr(&missing));
+        let same = cluster.ok(&["rollout", "undo", target, "--to-revision=2"]);
+        assert_eq!(same, format!("{shown} skipped rollback (current template already matches revision 2)\n"));
+
+        assert_eq!(cluster.ok(&["rollout", "undo", target]), format!("{shown} rolled back\n"));
+        let image = cluster.ok(&["get", target, "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+        assert_eq!(image, "busybox:1");
+        // The controller makes the old template's revision the newest again.
+        eventually(&format!("revision 1 of {target} to become 3"), || {
+            history_revisions(&cluster, target) == ["2", "3"]
+        })
+        .await;
+        assert_eq!(cluster.ok(&["rollout", "undo", target, "--to-revision=2"]), format!("{shown} rolled back\n"));
+        let image = cluster.ok(&["get", target, "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+        assert_eq!(image, "busybox:2");
+    }
+
+    cluster.ok(&["create", "job", "once", "--image=busybox"]);
+    let job = cluster.ctl(&["rollout", "undo", "job/once"]);
+    assert!(!job.status.success(), "undo of a Job succeeded");
+    assert!(stderr(&job).contains("no rollout for a Job"), "{}", stderr(&job));
+    let status = cluster.ctl(&["rollout", "status", "sts/db", "--revision=1"]);
+    assert!(
+        !status.status.success() && stderr(&status).contains("only supported for deployments"),
+        "{}",
+        stderr(&status)
+    );
+}
+
+#[tokio::test]
+async fn rollout_status_of_stateful_and_daemon_sets_follows_kubernetes_rules() {
+    let cluster = cluster().await;
+    let manifest = cluster.file("sets.yaml", STATEFUL_AND_DAEMON_SETS);
+    cluster.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+    // No controller-manager runs here: the test writes the status each stage has.
+    let patch_status = |target: &str, status: &str| {
+        let (kind, name) = target.split_once('/').expect("kind/name");
+        cluster.ok(&["patch", kind, name, "--subresource=status", "-p", &format!("{{\"status\":{status}}}")]);
+    };
+    let once = |target: &str| cluster.ok(&["rollout", "status", target, "--watch=false"]);
+
+    assert_eq!(once("sts/db"), "Waiting for statefulset spec update to be observed...\n");
+    patch_status("sts/db", r#"{"observedGeneration":1,"replicas":2,"readyReplicas":1,"updatedReplicas":1}"#);
+    assert_eq!(once("sts/db"), "Waiting for 1 pods to be ready...\n");
+    patch_status(
+        "sts/db",
+        r#"{"observedGeneration":1,"replicas":2,"readyReplicas":2,"updatedReplicas":1,"currentReplicas":1,"currentRevision":"db-a","updateRevision":"db-b"}"#,
+    );
+    // The apiserver defaults rollingUpdate.partition to 0, as Kubernetes does, so
+    // kubectl's partitioned wording applies.
+    assert_eq!(
+        once("sts/db"),
+        "Waiting for partitioned roll out to finish: 1 out of 2 new pods have been updated...\n"
+    );
+    let timed_out = cluster.ctl(&["rollout", "status", "sts/db", "--timeout=1s"]);
+    assert!(!timed_out.status.success() && stderr(&timed_out).contains("timed out"), "{}", stderr(&timed_out));
+    patch_status(
+        "sts/db",
+        r#"{"observedGeneration":1,"replicas":2,"readyReplicas":2,"updatedReplicas":2,"currentReplicas":2,"currentRevision":"db-b","updateRevision":"db-b"}"#,
+    );
+    assert_eq!(
+        cluster.ok(&["rollout", "status", "sts/db", "--timeout=30s"]),
+        "partitioned roll out complete: 2 new pods have been updated...\n"
+    );
+    // A partition holds the older pods back: done once those above it are updated.
+    cluster.ok(&["patch", "sts", "db", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}}}}"#]);
+    patch_status("sts/db", r#"{"observedGeneration":2,"replicas":2,"readyReplicas":2,"updatedReplicas":0}"#);
+    assert_eq!(
+        once("sts/db"),
+        "Waiting for partitioned roll out to finish: 0 out of 1 new pods have been updated...\n"
+    );
+    patch_status("sts/db", r#"{"observedGeneration":2,"replicas":2,"readyReplicas":2,"updatedReplicas":1}"#);
+    assert_eq!(once("sts/db"), "partitioned roll out complete: 1 new pods have been updated...\n");
+
+    patch_status(
+        "ds/agent",
+        r#"{"observedGeneration":1,"desiredNumberScheduled":3,"updatedNumberScheduled":2,"numberAvailable":2}"#,
+    );
+    assert_eq!(
+        once("ds/agent"),
+        "Waiting for daemon set \"agent\" rollout to finish: 2 out of 3 new pods have been updated...\n"
+    );
+    patch_status(
+        "ds/agent",
+        r#"{"observedGeneration":1,"desiredNumberScheduled":3,"updatedNumberScheduled":3,"numberAvailable":1}"#,
+    );
+    assert_eq!(
+        once("ds/agent"),
+        "Waiting for daemon set \"agent\" rollout to finish: 1 of 3 updated pods are available...\n"
+    );
+    patch_status(
+        "ds/agent",
+        r#"{"observedGeneration":1,"desiredNumberScheduled":3,"updatedNumberScheduled":3,"numberAvailable":3}"#,
+    );
+    assert_eq!(
+        cluster.ok(&["rollout", "status", "ds/agent", "--timeout=30s"]),
+        "daemon set \"agent\" successfully rolled out\n"
+    );
+    let unsupported = cluster.ctl(&["rollout", "status", "configmap/x"]);
+    assert!(
+        !unsupported.status.success() && stderr(&unsupported).contains("no rollout for a ConfigMap"),
+        "{}",
+        stderr(&unsupported)
+    );
+}

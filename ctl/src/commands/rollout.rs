@@ -190,6 +190,9 @@ async fn status(connection: &Connection, args: &RolloutStatusArgs) -> Result<()>
         Some(t) => Some(Instant::now() + parse_duration(t)?),
         None => None,
     };
+    if args.revision.is_some() && info.kind != "Deployment" {
+        anyhow::bail!("--revision is only supported for deployments; {} have no revision to wait for", info.plural);
+    }
     let namespace = connection.scoped(info);
     let mut last = String::new();
     loop {
@@ -261,9 +264,17 @@ async fn controller_revisions(connection: &Connection, owner: &Json) -> Result<V
         .map(|b| DynamicObject::new(&kinds::CONTROLLER_REVISION, b).to_json())
         .filter(|cr| {
             let owners = cr.pointer("/metadata/ownerReferences").and_then(Json::as_array);
-            owners.is_some_and(|o| o.iter().any(|o| o["uid"] == uid))
+            owners.is_some_and(|o| o.iter().any(|o| o["uid"] == uid && o["controller"] == true))
         })
-        .map(|cr| (cr.pointer("/revision").and_then(Json::as_i64).unwrap_or(0), cr))
+        .map(|cr| {
+            // An int64: a number in Kubernetes' JSON, a string in proto3's mapping.
+            let revision = match cr.get("revision") {
+                Some(Json::String(text)) => text.parse().unwrap_or(0),
+                Some(number) => number.as_i64().unwrap_or(0),
+                None => 0,
+            };
+            (revision, cr)
+        })
         .collect();
     revisions.sort_by_key(|(r, _)| *r);
     Ok(revisions)
@@ -325,7 +336,7 @@ async fn undo(connection: &Connection, args: &RolloutUndoArgs) -> Result<()> {
     let (info, name) = single_target(&args.args)?;
     let info = rollout_kind(info)?;
     if info.kind != "Deployment" {
-        anyhow::bail!("rollout undo of a {} is not supported by this build yet: only deployments", info.kind);
+        return undo_to_controller_revision(connection, info, &name, args.to_revision).await;
     }
     let namespace = connection.scoped(info);
     let object = DynamicObject::new(info, connection.client.get(info, &namespace, &name).await?).to_json();
@@ -356,6 +367,56 @@ async fn undo(connection: &Connection, args: &RolloutUndoArgs) -> Result<()> {
             return Ok(false);
         }
         deployment["spec"]["template"] = template.clone();
+        Ok(true)
+    })
+    .await?;
+    if changed.is_some() {
+        println!("{shown} rolled back");
+    } else {
+        println!("{shown} skipped rollback (current template already matches revision {revision})");
+    }
+    Ok(())
+}
+
+/// The revision `to_revision` names (0: the one before the newest), as kubectl
+/// picks it; the errors are kubectl's.
+fn pick_revision(revisions: &[(i64, Json)], to_revision: i64) -> Result<&(i64, Json)> {
+    if to_revision == 0 {
+        return match revisions {
+            [.., previous, _] => Ok(previous),
+            _ => anyhow::bail!("no last revision to roll back to"),
+        };
+    }
+    revisions
+        .iter()
+        .find(|(r, _)| *r == to_revision)
+        .ok_or_else(|| anyhow::anyhow!("unable to find specified revision {to_revision} in history"))
+}
+
+/// StatefulSets and DaemonSets: the pod template of a ControllerRevision becomes
+/// the set's template again (the controller then makes that revision the newest).
+async fn undo_to_controller_revision(
+    connection: &Connection,
+    info: &'static KindInfo,
+    name: &str,
+    to_revision: i64,
+) -> Result<()> {
+    let namespace = connection.scoped(info);
+    let object = DynamicObject::new(info, connection.client.get(info, &namespace, name).await?).to_json();
+    let revisions = controller_revisions(connection, &object).await?;
+    let (revision, found) = pick_revision(&revisions, to_revision)?;
+    let revision_name = found.pointer("/metadata/name").and_then(Json::as_str).unwrap_or("");
+    let Some(template) = found.pointer("/data/spec/template").filter(|t| t.is_object()) else {
+        anyhow::bail!(
+            "controllerrevision \"{revision_name}\" (revision {revision}) holds no pod template under data.spec.template"
+        );
+    };
+    let shown = name_of(info, name);
+    let changed = modify(connection, info, &namespace, name, DryRun::None, |set| {
+        if set.pointer("/spec/template") == Some(template) {
+            return Ok(false);
+        }
+        set["spec"]["template"] = template.clone();
         Ok(true)
     })
     .await?;
@@ -459,5 +520,17 @@ mod tests {
         assert!(rollout_progress("DaemonSet", &d).unwrap().done);
         let ondelete = json!({"spec": {"updateStrategy": {"type": "OnDelete"}}});
         assert!(rollout_progress("DaemonSet", &ondelete).is_err());
+    }
+
+    #[test]
+    fn undo_picks_the_previous_or_the_named_revision_as_kubectl_does() {
+        let revisions: Vec<(i64, Json)> = [1, 3, 4].iter().map(|r| (*r, json!({"revision": r}))).collect();
+        assert_eq!(pick_revision(&revisions, 0).unwrap().0, 3);
+        assert_eq!(pick_revision(&revisions, 1).unwrap().0, 1);
+        let missing = pick_revision(&revisions, 2).unwrap_err().to_string();
+        assert_eq!(missing, "unable to find specified revision 2 in history");
+        let alone = pick_revision(&revisions[..1], 0).unwrap_err().to_string();
+        assert_eq!(alone, "no last revision to roll back to");
+        assert!(pick_revision(&[], 0).is_err());
     }
 }
