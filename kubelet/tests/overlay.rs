@@ -4,7 +4,7 @@
 //! The route programming runs inside each host namespace, from a thread that joined
 //! it, and real traffic (ping) between the pods proves the routes work; removing a
 //! node from the list proves its routes, neighbour and forwarding entries go. The
-//! last test runs the informer-driven controller against a real apiserver. Root only.
+//! last two run the informer-driven controller against a real apiserver. Root only.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd as _;
@@ -378,14 +378,7 @@ async fn the_controller_follows_node_objects_and_repairs_deleted_routes() {
     let controller = overlay::OverlayController::new(&client, h1.config(Backend::HostGw))
         .resync_every(Duration::from_millis(500))
         .in_netns(h1.ns.path());
-    let task = tokio::spawn(controller.run());
-    struct Abort(tokio::task::JoinHandle<()>);
-    impl Drop for Abort {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _task = Abort(task);
+    let _task = AbortOnDrop(tokio::spawn(controller.run()));
 
     let limit = Duration::from_secs(30);
     eventually("the route to node-2's pods", limit, || h1.ns.owned_routes().contains("10.78.2.0/24 via 192.168.78.2"))
@@ -423,4 +416,79 @@ async fn the_controller_follows_node_objects_and_repairs_deleted_routes() {
     // node-2 is deleted: its route goes.
     nodes.delete("node-2", Default::default()).await.unwrap();
     eventually("the route to the deleted node's pods to go", limit, || h1.ns.owned_routes().trim().is_empty()).await;
+}
+
+/// Stops a spawned controller when the test ends, also when it fails.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test]
+async fn two_vxlan_controllers_exchange_their_vtep_macs_through_node_annotations() {
+    if !root() {
+        return;
+    }
+    use client::{Api, Client};
+    let etcd = testkit::Etcd::start().await.unwrap();
+    let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await.unwrap();
+    let client = Client::new(&apiserver.grpc_endpoint(), "default").unwrap();
+
+    let pid = std::process::id();
+    let router = Netns::new(format!("ov{pid}-ctlvx-rt"));
+    router.forward();
+    let h1 = Host::new("ctlvx", 1, &router, "net1", "192.168.91.1/24", Some("192.168.91.254"), "10.91.1.0/24");
+    let h2 = Host::new("ctlvx", 2, &router, "net2", "192.168.92.1/24", Some("192.168.92.254"), "10.91.2.0/24");
+    router.ip("addr add 192.168.91.254/24 dev net1");
+    router.ip("addr add 192.168.92.254/24 dev net2");
+
+    let nodes = Api::<Node>::all(&client);
+    for host in [&h1, &h2] {
+        let mut object = host.node();
+        let status = object.status.take();
+        nodes.create(&object).await.unwrap();
+        let mut stored = nodes.get(&host.name).await.unwrap();
+        stored.status = status;
+        nodes.update_status(&stored).await.unwrap();
+    }
+    // Each node's controller programs its own host namespace; neither is told the
+    // other's MAC: it must come through the other's Node annotation.
+    let _controllers: Vec<AbortOnDrop> = [&h1, &h2]
+        .into_iter()
+        .map(|host| {
+            let controller = overlay::OverlayController::new(&client, host.config(Backend::Vxlan))
+                .resync_every(Duration::from_millis(500))
+                .in_netns(host.ns.path());
+            AbortOnDrop(tokio::spawn(controller.run()))
+        })
+        .collect();
+
+    let limit = Duration::from_secs(30);
+    eventually("the VXLAN routes on both nodes", limit, || {
+        h1.ns.owned_routes().contains("10.91.2.0/24 via 10.91.2.0 dev rudder.1 onlink")
+            && h2.ns.owned_routes().contains("10.91.1.0/24 via 10.91.1.0 dev rudder.1 onlink")
+    })
+    .await;
+    let own = nodes.get("node-2").await.unwrap();
+    let annotations = own.metadata.unwrap().annotations;
+    assert_eq!(annotations.get(PUBLIC_IP_ANNOTATION).map(String::as_str), Some("192.168.92.1"));
+    let mac2 = annotations.get(VTEP_MAC_ANNOTATION).cloned().expect("node-2 published its VTEP MAC");
+    assert!(h1.ns.ip("neigh show dev rudder.1").contains(&format!("10.91.2.0 lladdr {mac2} PERMANENT")));
+    assert!(h1.pod_reaches(h2.pod_ip()), "node-1's pod cannot reach node-2's");
+    assert!(h2.pod_reaches(h1.pod_ip()), "node-2's pod cannot reach node-1's");
+
+    // node-2 is deleted: node-1 drops its route, neighbour and forwarding entries.
+    nodes.delete("node-2", Default::default()).await.unwrap();
+    eventually("node-1 to forget node-2", limit, || {
+        let fdb =
+            String::from_utf8_lossy(&h1.ns.exec(&["bridge", "fdb", "show", "dev", "rudder.1"]).stdout).into_owned();
+        h1.ns.owned_routes().trim().is_empty()
+            && !h1.ns.ip("neigh show dev rudder.1").contains("10.91.2.0")
+            && !fdb.contains(&mac2)
+    })
+    .await;
+    assert!(!h1.pod_pings(h2.pod_ip()));
 }
