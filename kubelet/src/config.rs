@@ -93,6 +93,18 @@ pub struct Flags {
     /// Processes a pod may run at most (its cgroup's pids.max) [default: unlimited].
     #[arg(long)]
     pub pod_max_pids: Option<i64>,
+    /// Address of the kubelet's streaming endpoint (logs, exec) [default: 0.0.0.0].
+    #[arg(long)]
+    pub address: Option<std::net::IpAddr>,
+    /// Port of the kubelet's streaming endpoint, published in the Node's status [default: 10250].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Size at which a container's log file is rotated (10Mi, 500Ki, 4096) [default: 10Mi].
+    #[arg(long)]
+    pub container_log_max_size: Option<String>,
+    /// Log files kept per container instance, the current one included [default: 5].
+    #[arg(long)]
+    pub container_log_max_files: Option<u32>,
     /// A registry mirror: HOST=MIRROR (mydocker.io:5000=127.0.0.1:5000); repeatable.
     #[arg(long)]
     pub registry_mirror: Vec<String>,
@@ -127,6 +139,10 @@ struct FileSettings {
     cluster_domain: Option<String>,
     node_status_update_frequency: Option<String>,
     pod_max_pids: Option<i64>,
+    address: Option<std::net::IpAddr>,
+    port: Option<u16>,
+    container_log_max_size: Option<String>,
+    container_log_max_files: Option<u32>,
     #[serde(default)]
     registries: Vec<FileRegistry>,
 }
@@ -169,6 +185,9 @@ pub struct Settings {
     pub status_update_frequency: Duration,
     pub pod_max_pids: Option<i64>,
     pub registries: Vec<FileRegistry>,
+    /// Where the streaming endpoint listens (--address, --port).
+    pub streaming_address: SocketAddr,
+    pub log_rotation: crate::runtime::logs::Rotation,
 }
 
 /// "15s", "500ms", "2m", or plain seconds.
@@ -297,7 +316,29 @@ impl Settings {
             (None, Some(text)) => text.parse().map_err(|e| anyhow!("network-backend in --config: {e}"))?,
             (None, None) => Backend::HostGw,
         };
+        let max_size_text = flags.container_log_max_size.or(file.container_log_max_size);
+        let max_size = match max_size_text.as_deref() {
+            None => 10 * 1024 * 1024,
+            Some(text) => {
+                let amount = Amount::parse(text)
+                    .map_err(|e| anyhow!("--container-log-max-size {text}: {e} (write a size such as 10Mi)"))?;
+                u64::try_from(amount.value())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| anyhow!("--container-log-max-size {text}: must be a positive size such as 10Mi"))?
+            }
+        };
+        let max_files = flags.container_log_max_files.or(file.container_log_max_files).unwrap_or(5);
+        if max_files < 1 {
+            bail!("--container-log-max-files {max_files}: keep at least 1 file");
+        }
+        let streaming_address = SocketAddr::new(
+            flags.address.or(file.address).unwrap_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            flags.port.or(file.port).unwrap_or(10250),
+        );
         Ok(Settings {
+            streaming_address,
+            log_rotation: crate::runtime::logs::Rotation { max_size, max_files },
             kubeconfig: flags.kubeconfig.or(file.kubeconfig),
             master: flags.master.or(file.master),
             node_name,
@@ -364,6 +405,36 @@ mod tests {
         assert_eq!(s.node_labels["y"], "2");
         let error = load(&["--register-with-taints", "a=b:Sometimes"]).unwrap_err().to_string();
         assert!(error.contains("effect \"Sometimes\""), "{error}");
+    }
+
+    #[test]
+    fn the_network_backend_defaults_to_host_gw_and_comes_from_flag_or_file() {
+        assert_eq!(load(&[]).unwrap().network_backend, Backend::HostGw);
+        assert_eq!(load(&["--network-backend", "vxlan"]).unwrap().network_backend, Backend::Vxlan);
+        let error = Flags::try_parse_from(["kubelet", "--network-backend", "udp"]).unwrap_err().to_string();
+        assert!(error.contains("host-gw, vxlan or none"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.yaml");
+        std::fs::write(&path, "network-backend: none\n").unwrap();
+        assert_eq!(load(&["--config", path.to_str().unwrap()]).unwrap().network_backend, Backend::None);
+        std::fs::write(&path, "network-backend: gre\n").unwrap();
+        let error = format!("{:#}", load(&["--config", path.to_str().unwrap()]).unwrap_err());
+        assert!(error.contains("network-backend in --config") && error.contains("\"gre\""), "{error}");
+    }
+
+    #[test]
+    fn streaming_port_and_log_rotation_have_kubernetes_defaults_and_check_their_values() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.streaming_address, SocketAddr::from(([0, 0, 0, 0], 10250)));
+        assert_eq!(s.log_rotation, crate::runtime::logs::Rotation { max_size: 10 * 1024 * 1024, max_files: 5 });
+        let s =
+            load(&["--port", "11250", "--container-log-max-size", "4Ki", "--container-log-max-files", "2"]).unwrap();
+        assert_eq!(s.streaming_address.port(), 11250);
+        assert_eq!(s.log_rotation, crate::runtime::logs::Rotation { max_size: 4096, max_files: 2 });
+        let error = load(&["--container-log-max-size", "lots"]).unwrap_err().to_string();
+        assert!(error.contains("--container-log-max-size lots"), "{error}");
+        let error = load(&["--container-log-max-files", "0"]).unwrap_err().to_string();
+        assert!(error.contains("at least 1"), "{error}");
     }
 
     #[test]

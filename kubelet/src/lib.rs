@@ -9,4 +9,5 @@ pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod streaming;
 pub mod volumes;

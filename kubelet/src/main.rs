@@ -113,6 +113,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         runtime_dir: settings.root_dir.join("runtime"),
     });
     tokio::spawn(ops::serve(listener, probe, std::future::pending()));
+    let streaming_listener = tokio::net::TcpListener::bind(settings.streaming_address)
+        .await
+        .with_context(|| format!("listening on {} (--address, --port)", settings.streaming_address))?;
 
     let work = async {
         loop {
@@ -150,10 +153,25 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(kubelet::network::overlay::OverlayController::new(&client, overlay).run());
 
         let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let runtime = NativeRuntime::new(&settings.root_dir.join("runtime"), cgroups, &settings.cgroup_parent, events)?;
+        let runtime: Arc<dyn kubelet::runtime::Runtime> = Arc::new(
+            NativeRuntime::new(&settings.root_dir.join("runtime"), cgroups, &settings.cgroup_parent, events)?
+                .with_log_rotation(settings.log_rotation),
+        );
+        let streaming = kubelet::streaming::serve(
+            streaming_listener,
+            runtime.clone(),
+            settings.log_dir.clone(),
+            std::future::pending(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = streaming.await {
+                tracing::error!(error = %e, "the streaming endpoint (logs, exec) stopped");
+            }
+        });
+        tracing::info!(address = %settings.streaming_address, "serving logs and exec");
         let ctx = Arc::new(worker::Context {
             client: client.clone(),
-            runtime: Arc::new(runtime),
+            runtime,
             network,
             volumes: Volumes::new(&settings.root_dir.join("pods"), &client),
             images,

@@ -237,7 +237,8 @@ impl NodeAgent {
                 ("KubeletNotReady", "the pod network is not ready yet"),
             ),
         ];
-        let port = i32::from(self.settings.http_address.port());
+        // Where the apiserver reaches this kubelet's streaming endpoint (logs, exec).
+        let port = i32::from(self.settings.streaming_address.port());
         NodeStatus {
             capacity: machine::quantities(&capacity),
             allocatable: machine::quantities(&allocatable),

@@ -9,12 +9,14 @@
 //! - `__container DIR`: reads DIR/launch.json, joins the sandbox's namespaces, forks the
 //!   container's first process into new PID and mount namespaces on an overlay root, and
 //!   stays as its monitor, recording `started.json` and then `exited.json`.
-//! - `__exec DIR -- CMD...`: runs a command inside a running container (probes, preStop).
+//! - `__exec DIR [--tty] -- CMD...`: runs a command inside a running container (probes,
+//!   preStop, `exec`), in its namespaces and cgroup with its user, env and cwd; with
+//!   `--tty` its stdin is a terminal that becomes the command's controlling terminal.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -23,6 +25,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, fork};
 
 use crate::runtime::launch::{Exited, Launch, Mount, MountKind, Started, read_json, write_json};
+use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 
 pub const PAUSE: &str = "__pause";
 pub const CONTAINER: &str = "__container";
@@ -124,6 +127,22 @@ fn container(args: &[String]) -> i32 {
         Ok(p) => p,
         Err(e) => return record_failure(format!("pipe: {e}")),
     };
+    // The container's stdout and stderr: pipes the monitor copies into the log.
+    let output = match &launch.log {
+        None => None,
+        Some(target) => {
+            let writer = match LogWriter::open(&target.path, target.rotation) {
+                Ok(w) => w,
+                Err(e) => return record_failure(format!("opening the log {}: {e}", target.path.display())),
+            };
+            let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .and_then(|out| Ok((out, nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)));
+            match pipes {
+                Ok((out, err)) => Some((writer, out, err)),
+                Err(e) => return record_failure(format!("pipe: {e}")),
+            }
+        }
+    };
     // SAFETY: this helper process is single-threaded (it never starts a thread), so the
     // child may allocate and do anything the parent could.
     match unsafe { fork() } {
@@ -132,6 +151,18 @@ fn container(args: &[String]) -> i32 {
             drop(go_write);
             drop(err_read);
             let mut errors = File::from(err_write);
+            if let Some((_, (out_read, out_write), (err_out_read, err_out_write))) = output {
+                drop(out_read);
+                drop(err_out_read);
+                // dup2 clears close-on-exec on the copies: the container gets them as 1 and 2.
+                // SAFETY: plain fd syscalls on fds this process owns.
+                let ok = unsafe {
+                    nix::libc::dup2(out_write.as_raw_fd(), 1) >= 0 && nix::libc::dup2(err_out_write.as_raw_fd(), 2) >= 0
+                };
+                if !ok {
+                    fail(&mut errors, format!("dup2 of the log pipes: {}", std::io::Error::last_os_error()));
+                }
+            }
             let mut go = File::from(go_read);
             let mut byte = [0u8; 1];
             if go.read(&mut byte).map(|n| n == 0).unwrap_or(true) {
@@ -145,12 +176,78 @@ fn container(args: &[String]) -> i32 {
         Ok(ForkResult::Parent { child }) => {
             drop(go_read);
             drop(err_write);
-            monitor(&launch, child, go_write, err_read)
+            // From here on this process never forks again, so it may start threads.
+            let copier = output.map(|(writer, (out_read, out_write), (err_read, err_write))| {
+                drop(out_write);
+                drop(err_write);
+                LogCopier::start(writer, out_read, err_read)
+            });
+            monitor(&launch, child, go_write, err_read, copier)
         }
     }
 }
 
-fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedFd) -> i32 {
+/// Copies the container's stdout and stderr into its log, one thread per stream.
+struct LogCopier {
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl LogCopier {
+    fn start(writer: LogWriter, stdout: OwnedFd, stderr: OwnedFd) -> LogCopier {
+        let writer = std::sync::Arc::new(std::sync::Mutex::new(writer));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        for (fd, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
+            let writer = writer.clone();
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                copy_stream(File::from(fd), stream, &writer);
+                let _ = done_tx.send(());
+            });
+        }
+        LogCopier { done }
+    }
+
+    /// Waits until both streams have ended. Once the container's first process is
+    /// gone the kernel kills the rest of its PID namespace, so the pipes close at once;
+    /// the bound only guards against a writer that escaped it.
+    fn finish(self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.done.recv_timeout(left).is_err() {
+                eprintln!("{CONTAINER}: the container's output did not end; its log may miss the last lines");
+                return;
+            }
+        }
+    }
+}
+
+fn copy_stream(mut pipe: File, stream: Stream, writer: &std::sync::Mutex<LogWriter>) {
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut failed = false;
+    let mut write = |partial: bool, content: &[u8]| {
+        let Ok(mut w) = writer.lock() else { return };
+        // A full disk must not block the container: keep draining, say it once.
+        if let Err(e) = w.write(stream, partial, content)
+            && !failed
+        {
+            failed = true;
+            eprintln!("{CONTAINER}: writing the container's log: {e}");
+        }
+    };
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => splitter.push(&buf[..n], &mut write),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    splitter.finish(&mut write);
+}
+
+fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedFd, copier: Option<LogCopier>) -> i32 {
     let mut setup_error = None;
     for procs in &launch.cgroup_procs {
         if let Err(e) = std::fs::write(procs, child.as_raw().to_string()) {
@@ -180,6 +277,11 @@ fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedF
         Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, sig as i32),
         _ => (255, 0),
     };
+    // The log is complete before the exit is recorded: whoever sees the exit (a
+    // `logs -f`) has every line on disk.
+    if let Some(copier) = copier {
+        copier.finish();
+    }
     let start_error = setup_error.or((!message.is_empty()).then_some(message));
     let exited = Exited {
         exit_code: if start_error.is_some() { 128 } else { exit_code },
@@ -381,11 +483,13 @@ fn exec_program(program: &Path, argv: &[String], env: &[String]) -> Result<std::
 }
 
 fn exec(args: &[String]) -> i32 {
-    let (Some(dir), Some("--")) = (args.first(), args.get(1).map(String::as_str)) else {
-        eprintln!("usage: kubelet {EXEC} DIR -- COMMAND...");
+    let tty = args.get(1).is_some_and(|a| a == "--tty");
+    let skip = if tty { 2 } else { 1 };
+    let (Some(dir), Some("--")) = (args.first(), args.get(skip).map(String::as_str)) else {
+        eprintln!("usage: kubelet {EXEC} DIR [--tty] -- COMMAND...");
         return 2;
     };
-    let command = &args[2..];
+    let command = &args[skip + 1..];
     let dir = Path::new(dir);
     let (launch, started): (Launch, Started) =
         match (read_json(&dir.join("launch.json")), read_json(&dir.join("started.json"))) {
@@ -411,14 +515,27 @@ fn exec(args: &[String]) -> i32 {
         }
         Ok(ForkResult::Child) => {
             let result = (|| {
-                let program = resolve_program(command, &launch.env)?;
+                let mut env = launch.env.clone();
+                if tty {
+                    // The terminal on stdin becomes the command's controlling terminal,
+                    // so ^C and job control reach it.
+                    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+                    // SAFETY: TIOCSCTTY takes an int argument; fd 0 is the terminal.
+                    if unsafe { nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) } < 0 {
+                        return Err(format!("making the terminal controlling: {}", std::io::Error::last_os_error()));
+                    }
+                    if !env.iter().any(|e| e.starts_with("TERM=")) {
+                        env.push("TERM=xterm".into());
+                    }
+                }
+                let program = resolve_program(command, &env)?;
                 let groups: Vec<Gid> = launch.groups.iter().map(|g| Gid::from_raw(*g)).collect();
                 nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
                 nix::unistd::setgid(Gid::from_raw(launch.gid)).map_err(|e| format!("setgid: {e}"))?;
                 nix::unistd::setuid(Uid::from_raw(launch.uid)).map_err(|e| format!("setuid: {e}"))?;
                 let cwd = if launch.cwd.is_empty() { "/" } else { launch.cwd.as_str() };
                 let _ = nix::unistd::chdir(cwd);
-                exec_program(&program, command, &launch.env)
+                exec_program(&program, command, &env)
             })();
             let Err(message) = result;
             eprintln!("{message}");

@@ -47,6 +47,16 @@ pub struct Launch {
     pub started_file: PathBuf,
     /// Written when it exits: `Exited`.
     pub exit_file: PathBuf,
+    /// Where the container's stdout and stderr go, as a CRI-format log the monitor
+    /// writes and rotates; absent (launches of older kubelets): the monitor's own.
+    #[serde(default)]
+    pub log: Option<LogTarget>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogTarget {
+    pub path: PathBuf,
+    pub rotation: super::logs::Rotation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

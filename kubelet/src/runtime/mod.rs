@@ -7,13 +7,20 @@
 pub mod cgroups;
 pub mod helper;
 pub mod launch;
+pub mod logs;
 pub mod native;
+pub mod terminal;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use cgroups::Limits;
 pub use launch::Mount;
+pub use terminal::{Terminal, TerminalSize};
 
 /// An image ready to run: its layers on disk and its config.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -89,6 +96,18 @@ pub struct ExecResult {
     pub output: Vec<u8>,
 }
 
+/// A command running in a container for `exec`, its streams connected to the caller.
+pub struct ExecSession {
+    /// The command's input; None when the caller sends none (it reads end-of-file).
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    /// None on a terminal, where everything arrives on stdout.
+    pub stderr: Option<Pin<Box<dyn AsyncRead + Send>>>,
+    pub terminal: Option<Terminal>,
+    /// Resolves to the exit status (128+N for signal N); dropping it kills the command.
+    pub exit: Pin<Box<dyn Future<Output = Result<i32, RuntimeError>> + Send>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("sandbox of pod {pod}: {message}")]
@@ -121,6 +140,15 @@ pub trait Runtime: Send + Sync + 'static {
     async fn kill(&self, id: &str) -> Result<(), RuntimeError>;
     /// Runs a command in the container; `timeout` ends it.
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError>;
+    /// Starts a command in a running container with its streams handed back, on a
+    /// terminal of the given size when `tty` is set.
+    async fn exec_session(
+        &self,
+        id: &str,
+        command: &[String],
+        stdin: bool,
+        tty: Option<TerminalSize>,
+    ) -> Result<ExecSession, RuntimeError>;
     /// Removes an exited container's files and cgroup.
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError>;
 }

@@ -15,9 +15,11 @@ use tokio::sync::mpsc;
 
 use super::cgroups::Cgroups;
 use super::helper;
-use super::launch::{Exited, Launch, Started, read_json, write_json};
+use super::launch::{Exited, Launch, LogTarget, Started, read_json, write_json};
+use super::logs::Rotation;
 use super::{
-    ContainerConfig, ContainerInfo, ContainerState, ExecResult, Runtime, RuntimeError, Sandbox, SandboxConfig,
+    ContainerConfig, ContainerInfo, ContainerState, ExecResult, ExecSession, Runtime, RuntimeError, Sandbox,
+    SandboxConfig, Terminal, TerminalSize,
 };
 
 const START_WITHIN: Duration = Duration::from_secs(20);
@@ -39,6 +41,7 @@ pub struct NativeRuntime {
     program: PathBuf,
     /// Gets the pod's uid when one of its containers or its sandbox exits.
     exits: mpsc::UnboundedSender<String>,
+    log_rotation: Rotation,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -78,7 +81,14 @@ impl NativeRuntime {
             cgroup_parent: cgroup_parent.to_string(),
             program,
             exits,
+            log_rotation: Rotation::default(),
         })
+    }
+
+    /// When container logs are rotated (--container-log-max-size, --container-log-max-files).
+    pub fn with_log_rotation(mut self, rotation: Rotation) -> Self {
+        self.log_rotation = rotation;
+        self
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -314,6 +324,7 @@ impl Runtime for NativeRuntime {
             cgroup_procs: self.cgroups.procs_files(&cgroup),
             started_file: dir.join("started.json"),
             exit_file: dir.join("exited.json"),
+            log: Some(LogTarget { path: config.log_path.clone(), rotation: self.log_rotation }),
         };
         let meta = Meta {
             name: config.name.clone(),
@@ -324,21 +335,19 @@ impl Runtime for NativeRuntime {
         };
         write_json(&dir.join("launch.json"), &launch).map_err(io_err("writing launch.json"))?;
         write_json(&dir.join("meta.json"), &meta).map_err(io_err("writing meta.json"))?;
-        if let Some(parent) = config.log_path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
-        }
-        let log = std::fs::OpenOptions::new()
+        // The container's output goes to its log through the monitor; the monitor's own
+        // complaints (a log it cannot write) to a file beside its state.
+        let monitor_log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&config.log_path)
-            .map_err(io_err(format!("opening the log {}", config.log_path.display())))?;
-        let log_err = log.try_clone().map_err(io_err("duplicating the log file"))?;
+            .open(dir.join("monitor.log"))
+            .map_err(io_err(format!("opening {}/monitor.log", dir.display())))?;
         let child = tokio::process::Command::new(&self.program)
             .arg(helper::CONTAINER)
             .arg(&dir)
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            .stdout(Stdio::null())
+            .stderr(monitor_log)
             .process_group(0)
             .spawn()
             .map_err(|e| fail(format!("starting the container helper: {e}")))?;
@@ -399,6 +408,65 @@ impl Runtime for NativeRuntime {
                 Err(RuntimeError::Container { id: id.into(), message: format!("command timed out after {timeout:?}") })
             }
         }
+    }
+
+    async fn exec_session(
+        &self,
+        id: &str,
+        command: &[String],
+        stdin: bool,
+        tty: Option<TerminalSize>,
+    ) -> Result<ExecSession, RuntimeError> {
+        let fail = |message: String| RuntimeError::Container { id: id.into(), message };
+        let dir = self.container_dir(id)?;
+        if !dir.join("started.json").exists() || dir.join("exited.json").exists() {
+            return Err(fail("is not running".into()));
+        }
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.arg(helper::EXEC).arg(&dir);
+        if tty.is_some() {
+            cmd.arg("--tty");
+        }
+        cmd.arg("--").args(command).kill_on_drop(true).process_group(0);
+        let spawn_err = |e: std::io::Error| fail(format!("starting the exec helper: {e}"));
+        let (child, session) = match tty {
+            Some(size) => {
+                let (terminal, slave) = Terminal::open(size).map_err(|e| fail(format!("opening a terminal: {e}")))?;
+                let copy = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).map_err(spawn_err);
+                cmd.stdin(copy(&slave)?).stdout(copy(&slave)?).stderr(Stdio::from(slave));
+                let child = cmd.spawn().map_err(spawn_err)?;
+                // Our copies of the slave side must close, or the terminal never ends.
+                drop(cmd);
+                let (reader, writer) = terminal.io().map_err(|e| fail(format!("terminal: {e}")))?;
+                let stdin = stdin.then_some(writer);
+                (child, (stdin, reader, None, Some(terminal)))
+            }
+            None => {
+                cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = cmd.spawn().map_err(spawn_err)?;
+                let input =
+                    child.stdin.take().map(|w| Box::pin(w) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>);
+                let stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".into()))?;
+                let stderr = child.stderr.take().ok_or_else(|| fail("no stderr pipe".into()))?;
+                let stderr = Box::pin(stderr) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+                (child, (input, Box::pin(stdout) as _, Some(stderr), None))
+            }
+        };
+        let (stdin, stdout, stderr, terminal) = session;
+        let id = id.to_string();
+        let exit = Box::pin(async move {
+            let mut child = child;
+            match child.wait().await {
+                Ok(status) => Ok(status
+                    .code()
+                    .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
+                    .unwrap_or(126)),
+                Err(e) => Err(RuntimeError::Container { id, message: format!("waiting for the exec helper: {e}") }),
+            }
+        });
+        Ok(ExecSession { stdin, stdout, stderr, terminal, exit })
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
