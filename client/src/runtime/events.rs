@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use futures::stream::{self, StreamExt};
 use proto::core::v1::{Event, EventSource, ObjectReference};
 use proto::meta::v1::{ObjectMeta, Time};
 use proto::{Reason, Resource};
@@ -103,58 +104,128 @@ fn identity(record: &Record) -> Identity {
     )
 }
 
+/// Events written to the apiserver at once; distinct events don't wait on each other.
+const IN_FLIGHT: usize = 16;
+
+/// Writes what is queued in batches: repeats of one event within a batch become one
+/// write with the whole count, and distinct events are written concurrently, so a
+/// burst (a scheduler binding thousands of pods) drains instead of overflowing.
 async fn write_events(client: Client, source: EventSource, mut rx: mpsc::Receiver<Record>) {
     let mut written: HashMap<Identity, Event> = HashMap::new();
-    while let Some(record) = rx.recv().await {
-        let namespace = if record.object.namespace.is_empty() { "default" } else { &record.object.namespace };
-        let api: Api<Event> = Api::namespaced(&client, namespace);
+    let mut batch = Vec::with_capacity(QUEUE);
+    while rx.recv_many(&mut batch, QUEUE).await > 0 {
+        let pending = coalesce(batch.drain(..));
+        let writes = pending.into_iter().map(|(id, record, repeats)| {
+            let previous = written.get(&id).cloned();
+            let (client, source) = (&client, &source);
+            async move { (id, write_event(client, source, record, repeats, previous).await) }
+        });
+        let results: Vec<_> = stream::iter(writes).buffer_unordered(IN_FLIGHT).collect().await;
+        for (id, event) in results {
+            let Some(event) = event else { continue };
+            if written.len() >= REMEMBERED {
+                written.clear();
+            }
+            written.insert(id, event);
+        }
+    }
+}
+
+/// Folds identical records together, keeping first-seen order.
+fn coalesce(records: impl Iterator<Item = Record>) -> Vec<(Identity, Record, i32)> {
+    let mut position: HashMap<Identity, usize> = HashMap::new();
+    let mut out: Vec<(Identity, Record, i32)> = Vec::new();
+    for record in records {
         let id = identity(&record);
-        let now = Time::now();
-        if let Some(previous) = written.get(&id) {
-            let mut event = previous.clone();
-            event.count += 1;
-            event.last_timestamp = Some(now);
-            // Whoever else touched the Event, the count is ours to bump.
-            event.metadata_mut().resource_version.clear();
-            match api.update(&event).await {
-                Ok(updated) => {
-                    written.insert(id, updated);
-                    continue;
-                }
-                Err(e) if e.is(Reason::NotFound) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, reason = %record.reason, "updating an event failed");
-                    continue;
-                }
+        match position.get(&id) {
+            Some(&i) => out[i].2 = out[i].2.saturating_add(1),
+            None => {
+                position.insert(id.clone(), out.len());
+                out.push((id, record, 1));
             }
         }
-        let nanos = now.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(now.nanos));
-        let event = Event {
-            metadata: Some(ObjectMeta {
-                name: format!("{}.{:x}", record.object.name, nanos),
-                namespace: namespace.to_string(),
-                ..Default::default()
-            }),
-            involved_object: Some(record.object),
-            reason: record.reason,
-            message: record.message,
-            source: Some(source.clone()),
-            first_timestamp: Some(now),
-            last_timestamp: Some(now),
-            count: 1,
-            r#type: record.kind.as_str().to_string(),
-            reporting_component: source.component.clone(),
-            reporting_instance: source.host.clone(),
+    }
+    out
+}
+
+/// Bumps the count of the Event written before for this identity, or creates a new
+/// one; returns what the apiserver stored, or None when the write failed (logged).
+async fn write_event(
+    client: &Client,
+    source: &EventSource,
+    record: Record,
+    repeats: i32,
+    previous: Option<Event>,
+) -> Option<Event> {
+    let namespace = if record.object.namespace.is_empty() { "default" } else { &record.object.namespace };
+    let api: Api<Event> = Api::namespaced(client, namespace);
+    let now = Time::now();
+    if let Some(mut event) = previous {
+        event.count = event.count.saturating_add(repeats);
+        event.last_timestamp = Some(now);
+        // Whoever else touched the Event, the count is ours to bump.
+        event.metadata_mut().resource_version.clear();
+        match api.update(&event).await {
+            Ok(updated) => return Some(updated),
+            // Deleted meanwhile (TTL, namespace deletion): write it afresh.
+            Err(e) if e.is(Reason::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, reason = %record.reason, "updating an event failed");
+                return None;
+            }
+        }
+    }
+    let nanos = now.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(now.nanos));
+    let event = Event {
+        metadata: Some(ObjectMeta {
+            name: format!("{}.{:x}", record.object.name, nanos),
+            namespace: namespace.to_string(),
             ..Default::default()
-        };
-        match api.create(&event).await {
-            Ok(created) => {
-                if written.len() >= REMEMBERED {
-                    written.clear();
-                }
-                written.insert(id, created);
-            }
-            Err(e) => tracing::warn!(error = %e, reason = %event.reason, "writing an event failed"),
+        }),
+        involved_object: Some(record.object),
+        reason: record.reason,
+        message: record.message,
+        source: Some(source.clone()),
+        first_timestamp: Some(now),
+        last_timestamp: Some(now),
+        count: repeats,
+        r#type: record.kind.as_str().to_string(),
+        reporting_component: source.component.clone(),
+        reporting_instance: source.host.clone(),
+        ..Default::default()
+    };
+    match api.create(&event).await {
+        Ok(created) => Some(created),
+        Err(e) => {
+            tracing::warn!(error = %e, reason = %event.reason, "writing an event failed");
+            None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, reason: &str) -> Record {
+        Record {
+            object: ObjectReference {
+                kind: "Pod".into(),
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                ..Default::default()
+            },
+            kind: EventType::Normal,
+            reason: reason.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn coalesce_folds_repeats_and_keeps_order() {
+        let records = vec![record("a", "X"), record("b", "X"), record("a", "X"), record("a", "Y"), record("a", "X")];
+        let out = coalesce(records.into_iter());
+        let summary: Vec<_> = out.iter().map(|(_, r, n)| (r.object.name.as_str(), r.reason.as_str(), *n)).collect();
+        assert_eq!(summary, vec![("a", "X", 3), ("b", "X", 1), ("a", "Y", 1)]);
     }
 }
