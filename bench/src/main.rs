@@ -5,6 +5,7 @@
 mod apiserver;
 mod controller_manager;
 mod kube_proxy;
+mod pod_startup;
 mod scheduler;
 mod stats;
 
@@ -25,6 +26,8 @@ enum Command {
     ControllerManager(controller_manager::Options),
     /// kube-proxy nftables sync times (1,000 and 10,000 Services); ClusterIP vs direct requests/s.
     KubeProxy(kube_proxy::Options),
+    /// Pod startup latency on one real kubelet (root): create -> Running and Ready, pods/s, kubelet RSS.
+    PodStartup(pod_startup::Options),
     /// Scheduling N pending pods onto M nodes: pods/s, per-pod latency, the scheduler's peak RSS.
     Scheduler(scheduler::Options),
 }
@@ -38,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Apiserver(options) => apiserver::run(options).await,
         Command::ControllerManager(options) => controller_manager::run(options).await,
         Command::KubeProxy(options) => kube_proxy::run(options).await,
+        Command::PodStartup(options) => pod_startup::run(options).await,
         Command::Scheduler(options) => scheduler::run(options).await,
     }
 }

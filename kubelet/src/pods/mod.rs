@@ -1,6 +1,8 @@
 //! Pods on this node: the manager watching the bound pods, a worker per pod, what a
-//! pod's spec turns into for the runtime, probes, and the status reported back.
+//! pod's spec turns into for the runtime, probes, restart back-off, and the status
+//! reported back.
 
+pub mod backoff;
 pub mod manager;
 pub mod probes;
 pub mod spec;

@@ -1,7 +1,8 @@
 //! One pod's worker: it drives the pod's sandbox and containers towards its spec
 //! (init containers in order, then the app containers, restarted by restartPolicy with
-//! back-off), runs its probes, posts its status, and on deletion stops it within its
-//! grace period, removes what it left and lets the apiserver remove the object.
+//! a back-off that survives a kubelet restart), runs its probes, posts its status, and
+//! on deletion stops it within its grace period, removes what it left and lets the
+//! apiserver remove the object.
 //! Level-triggered: every sync reads the runtime's state afresh, so a restarted kubelet
 //! picks a running pod up where it was.
 
@@ -17,6 +18,7 @@ use proto::core::v1::{Container, Pod, PodStatus, Secret, Service};
 use proto::meta::v1::{DeleteOptions, Preconditions, Time};
 use tokio::sync::mpsc;
 
+use super::backoff::{self, Decision, RestartBackoff};
 use super::probes::Prober;
 use super::spec;
 use super::status::{self, ContainerView};
@@ -26,10 +28,6 @@ use crate::network::PodNetwork;
 use crate::runtime::{ContainerConfig, ContainerInfo, ContainerState, ImageSpec, Runtime, Sandbox, SandboxConfig};
 use crate::volumes::{HostVolume, Volumes};
 
-const BACKOFF_START: Duration = Duration::from_secs(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// A container that ran this long before exiting restarts without back-off.
-const BACKOFF_RESET_AFTER: i64 = 600;
 const RESYNC: Duration = Duration::from_secs(1);
 const VOLUME_REFRESH: Duration = Duration::from_secs(30);
 
@@ -52,11 +50,6 @@ pub enum Message {
     Poke,
 }
 
-#[derive(Default)]
-struct Backoff {
-    delay: Duration,
-}
-
 struct PullBackoff {
     until: Instant,
     delay: Duration,
@@ -69,7 +62,8 @@ pub struct Worker {
     uid: String,
     prober: Prober,
     pokes: mpsc::UnboundedReceiver<()>,
-    restart_backoff: HashMap<String, Backoff>,
+    /// Persisted under the pod's state directory: it outlives a kubelet restart.
+    restart_backoff: RestartBackoff,
     pull_backoff: HashMap<String, PullBackoff>,
     waiting: HashMap<String, (String, String)>,
     pod_ip: Option<Ipv4Addr>,
@@ -96,13 +90,14 @@ impl Worker {
         let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
         // A pod that already finished never runs again (not even after a kubelet restart).
         let finished = pod.status.as_ref().is_some_and(|s| matches!(s.phase.as_str(), "Succeeded" | "Failed"));
+        let restart_backoff = RestartBackoff::load(&ctx.settings.root_dir.join("pods").join(&uid));
         Worker {
             ctx,
             pod,
             uid,
             prober: Prober::new(poke),
             pokes,
-            restart_backoff: HashMap::new(),
+            restart_backoff,
             pull_backoff: HashMap::new(),
             waiting: HashMap::new(),
             pod_ip: None,
@@ -451,7 +446,7 @@ impl Worker {
                     _ => "ErrImagePull",
                 };
                 let delay =
-                    self.pull_backoff.get(&name).map(|b| (b.delay * 2).min(BACKOFF_MAX)).unwrap_or(BACKOFF_START);
+                    self.pull_backoff.get(&name).map(|b| backoff::next_delay(b.delay)).unwrap_or(backoff::START);
                 self.pull_backoff
                     .insert(name.clone(), PullBackoff { until: Instant::now() + delay, delay, message: e.to_string() });
                 tracing::warn!(pod = %self.name(), container = %name, error = %e, "image not available");
@@ -558,26 +553,29 @@ impl Worker {
         etc: &std::path::Path,
     ) {
         let ContainerState::Exited { started_at, finished_at, .. } = &info.state else { return };
-        let entry = self.restart_backoff.entry(container.name.clone()).or_default();
-        if started_at.is_some_and(|s| finished_at - s >= BACKOFF_RESET_AFTER) {
-            entry.delay = Duration::ZERO;
+        let recorded = self.restart_backoff.delay(&container.name);
+        match backoff::decide(recorded, *started_at, *finished_at, now_unix()) {
+            Decision::Wait { delay, .. } => {
+                let meta = self.pod.metadata.clone().unwrap_or_default();
+                let message = format!(
+                    "back-off {}s restarting failed container={} pod={}_{}({})",
+                    delay.as_secs(),
+                    container.name,
+                    meta.name,
+                    meta.namespace,
+                    meta.uid
+                );
+                self.waiting.insert(container.name.clone(), ("CrashLoopBackOff".into(), message));
+            }
+            Decision::Restart { next } => {
+                // Recorded before the start, so a kubelet that stops right after it
+                // still finds the longer back-off.
+                if let Err(e) = self.restart_backoff.set(&container.name, next) {
+                    tracing::warn!(pod = %self.name(), container = %container.name, error = %e, "recording the restart back-off");
+                }
+                self.start(container, info.attempt + 1, sandbox, volumes, etc).await;
+            }
         }
-        let allowed_at = finished_at + entry.delay.as_secs() as i64;
-        if now_unix() < allowed_at {
-            let meta = self.pod.metadata.clone().unwrap_or_default();
-            let message = format!(
-                "back-off {}s restarting failed container={} pod={}_{}({})",
-                entry.delay.as_secs(),
-                container.name,
-                meta.name,
-                meta.namespace,
-                meta.uid
-            );
-            self.waiting.insert(container.name.clone(), ("CrashLoopBackOff".into(), message));
-            return;
-        }
-        entry.delay = if entry.delay.is_zero() { BACKOFF_START } else { (entry.delay * 2).min(BACKOFF_MAX) };
-        self.start(container, info.attempt + 1, sandbox, volumes, etc).await;
     }
 
     /// Keeps each container's latest two attempts (the last one for lastState).
