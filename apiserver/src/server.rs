@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use proto::apiserver::v1::discovery_server::DiscoveryServer;
 use proto::apiserver::v1::resources_server::ResourcesServer;
+use proto::streaming::v1::streaming_server::StreamingServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -16,6 +17,7 @@ use crate::allocation::RangeAllocator;
 use crate::config::Settings;
 use crate::grpc::discovery::DiscoveryService;
 use crate::grpc::resources::ResourcesService;
+use crate::grpc::streaming::StreamingService;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::registry::Context;
@@ -67,6 +69,7 @@ pub async fn run(settings: Settings, shutdown_signal: impl Future<Output = ()> +
         .await
         .with_context(|| format!("listening on {} (--listen-address)", settings.listen_address))?;
     tracing::info!(grpc = %settings.listen_address, http = %settings.http_address, "serving");
+    let streaming = StreamingService::new(registries.clone());
     let resources = ResourcesService::new(registries, metrics, shutdown.clone());
     let mut grpc_shutdown = shutdown.clone();
     // Without TCP_NODELAY a small response waits for the client's delayed ACK: ~40 ms
@@ -81,6 +84,7 @@ pub async fn run(settings: Settings, shutdown_signal: impl Future<Output = ()> +
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(DiscoveryServer::new(DiscoveryService))
+        .add_service(StreamingServer::new(streaming))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_shutdown.wait_for(|down| *down).await;
         })

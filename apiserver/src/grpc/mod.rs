@@ -1,4 +1,5 @@
-//! The gRPC services: the generic Resources API and Discovery.
+//! The gRPC services: the generic Resources API, Discovery, and Streaming (logs, exec).
 
 pub mod discovery;
 pub mod resources;
+pub mod streaming;
