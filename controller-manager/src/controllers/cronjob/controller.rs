@@ -331,7 +331,10 @@ impl CronJobController {
                     // Someone else's Job holds the name; theirs to look after.
                     return Ok(());
                 }
-                if status.active.iter().any(|r| r.uid == existing.metadata().uid) {
+                // Started before (the status write was lost): this time is done.
+                status.last_schedule_time = Some(Time::from_datetime(scheduled));
+                let listed = status.active.iter().any(|r| r.uid == existing.metadata().uid);
+                if listed || outcome(&existing).is_some() {
                     return Ok(());
                 }
                 existing
