@@ -160,6 +160,10 @@ pub struct Cache {
     nodes: Vec<NodeInfo>,
     by_name: HashMap<String, usize>,
     pods: HashMap<String, Placement>,
+    /// Pods that preempted victims on a node and wait for them to go, by pod key:
+    /// the node they were nominated to and the pod. Their requests stay reserved
+    /// there against pods of lower or equal priority, as in Kubernetes.
+    nominated: HashMap<String, (String, Arc<PodInfo>)>,
 }
 
 impl Cache {
@@ -243,6 +247,36 @@ impl Cache {
         self.pods.insert(key, Placement { node: node.to_string(), assumed });
     }
 
+    /// Reserves room for `pod` on `node` while its victims terminate.
+    pub fn nominate(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.nominated.insert(pod.key.clone(), (node.to_string(), pod));
+    }
+
+    /// Ends a nomination (the pod was placed, went, or fits elsewhere); returns
+    /// the node it was nominated to.
+    pub fn clear_nomination(&mut self, key: &str) -> Option<String> {
+        self.nominated.remove(key).map(|(node, _)| node)
+    }
+
+    pub fn nominated_node(&self, key: &str) -> Option<&str> {
+        self.nominated.get(key).map(|(node, _)| node.as_str())
+    }
+
+    /// What nominated pods that `pod` must not displace hold, by node: requests
+    /// and pod count of those of higher or equal priority, `pod` itself excepted.
+    pub fn reservations_against(&self, pod: &PodInfo) -> HashMap<String, (Resources, i64)> {
+        let mut reserved: HashMap<String, (Resources, i64)> = HashMap::new();
+        for (key, (node, nominee)) in &self.nominated {
+            if key == &pod.key || nominee.priority < pod.priority {
+                continue;
+            }
+            let entry = reserved.entry(node.clone()).or_default();
+            entry.0.add(&nominee.requests);
+            entry.1 += 1;
+        }
+        reserved
+    }
+
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let placement = self.pods.remove(key)?;
         let &at = self.by_name.get(&placement.node)?;
@@ -314,6 +348,24 @@ mod tests {
         cache.assume(pod("q", "1", 0), "a");
         cache.forget("default/q");
         assert_eq!(cache.node("a").unwrap().requested.milli_cpu, 500);
+    }
+
+    #[test]
+    fn a_nomination_holds_room_against_lower_or_equal_priority_only() {
+        let mut cache = Cache::default();
+        cache.set_node(node("a"));
+        let with_priority = |name: &str, priority: i32| {
+            let mut p = pod(name, "1", 0).pod.as_ref().clone();
+            p.spec.as_mut().unwrap().priority = Some(priority);
+            Arc::new(PodInfo::new(Arc::new(p)))
+        };
+        cache.nominate(with_priority("preemptor", 10), "a");
+        let held = cache.reservations_against(&with_priority("equal", 10));
+        assert_eq!(held.get("a").map(|(r, n)| (r.milli_cpu, *n)), Some((1000, 1)));
+        assert!(cache.reservations_against(&with_priority("higher", 11)).is_empty());
+        assert!(cache.reservations_against(&with_priority("preemptor", 10)).is_empty(), "not against itself");
+        assert_eq!(cache.clear_nomination("default/preemptor").as_deref(), Some("a"));
+        assert!(cache.reservations_against(&with_priority("low", 0)).is_empty());
     }
 
     #[test]

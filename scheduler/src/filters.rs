@@ -20,6 +20,9 @@ pub struct PodFacts<'a> {
     pub required_terms: Option<&'a [NodeSelectorTerm]>,
     /// Topology spread constraints with their domain counts (empty when none).
     pub spread: Vec<crate::spread::Constraint>,
+    /// Requests and pod counts held by nominated pods this pod must not
+    /// displace, by node (empty when none).
+    pub reserved: std::collections::HashMap<String, (crate::resources::Resources, i64)>,
 }
 
 impl<'a> PodFacts<'a> {
@@ -36,6 +39,7 @@ impl<'a> PodFacts<'a> {
                 .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
                 .map(|r| r.node_selector_terms.as_slice()),
             spread: Vec::new(),
+            reserved: Default::default(),
         }
     }
 }
@@ -175,7 +179,12 @@ pub fn check(pod: &PodFacts, node: &NodeInfo) -> Option<Failure> {
     if pod.info.host_ports.iter().any(|want| node.used_ports.iter().any(|used| used.conflicts(want))) {
         return Some(Failure::HostPorts);
     }
-    if let Some(failure) = fits_resources(pod.info, node.requested, node.pods.len() as i64, node) {
+    let (mut requested, mut pod_count) = (node.requested, node.pods.len() as i64);
+    if let Some((held, count)) = pod.reserved.get(&node.name) {
+        requested.add(held);
+        pod_count += count;
+    }
+    if let Some(failure) = fits_resources(pod.info, requested, pod_count, node) {
         return Some(failure);
     }
     for constraint in pod.spread.iter().filter(|c| c.hard) {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use client::Client;
 use client::runtime::{Change, EventRecorder, SharedInformers, Store};
 use proto::Resource as _;
-use proto::core::v1::{Binding, Node, ObjectReference, PersistentVolumeClaim, Pod, Service};
+use proto::core::v1::{Binding, Node, ObjectReference, PersistentVolumeClaim, Pod, PodCondition, Service};
 use proto::meta::v1::ObjectMeta;
 use proto::{ApiError, Reason};
 use tokio::sync::{Semaphore, mpsc};
@@ -75,7 +75,9 @@ impl Scheduler {
         let deleted = matches!(change, Change::Deleted(_));
         if deleted || pod_is_terminal(&pod) {
             self.queue.remove(&key);
-            if self.cache().remove_pod(&key).is_some() {
+            let mut cache = self.cache();
+            cache.clear_nomination(&key);
+            if cache.remove_pod(&key).is_some() {
                 self.queue.move_all();
             }
             return;
@@ -84,16 +86,28 @@ impl Scheduler {
         if !node.is_empty() {
             self.queue.remove(&key);
             let node = node.to_string();
-            self.cache().set_bound_pod(Arc::new(PodInfo::new(pod)), &node);
+            let mut cache = self.cache();
+            cache.clear_nomination(&key);
+            cache.set_bound_pod(Arc::new(PodInfo::new(pod)), &node);
             return;
         }
         if pod.metadata().deletion_timestamp.is_some() || !self.responsible_for(&pod) {
             self.queue.remove(&key);
+            self.cache().clear_nomination(&key);
             return;
         }
-        // A stale event from before our own binding must not queue it again.
-        if self.cache().is_assumed(&key) {
-            return;
+        {
+            let mut cache = self.cache();
+            // A stale event from before our own binding must not queue it again.
+            if cache.is_assumed(&key) {
+                return;
+            }
+            // A nomination recorded before this scheduler led (or restarted) still
+            // holds the room its victims leave.
+            let nominated = pod.status.as_ref().map_or("", |s| s.nominated_node_name.as_str());
+            if !nominated.is_empty() && cache.nominated_node(&key).is_none() {
+                cache.nominate(Arc::new(PodInfo::new(pod.clone())), nominated);
+            }
         }
         self.queue.add_or_update(&key, pod);
     }
@@ -144,6 +158,7 @@ impl Scheduler {
             return Decision::Unschedulable(format!("0/{total} nodes are available: {why}."));
         }
         let mut facts = PodFacts::new(info);
+        facts.reserved = cache.reservations_against(info);
         if info.pod.spec.as_ref().is_some_and(|s| !s.topology_spread_constraints.is_empty()) {
             let spread = crate::spread::prepare(cache, info, |n| filters::matches_affinity(&facts, n));
             facts.spread = spread;
@@ -243,6 +258,57 @@ impl Scheduler {
         }
     }
 
+    /// Records in the pod's status (UpdateStatus, retried on conflicts) that it
+    /// fits nowhere — PodScheduled=False, reason Unschedulable, with the
+    /// FailedScheduling message — and the node it is nominated to, if it preempted.
+    async fn record_unschedulable(self: Arc<Self>, info: Arc<PodInfo>, message: String, nominated: Option<String>) {
+        let meta = info.pod.metadata();
+        let api: client::Api<Pod> = client::Api::namespaced(&self.client, &meta.namespace);
+        for _ in 0..5 {
+            let mut pod = match api.get(&meta.name).await {
+                Ok(pod) => pod,
+                Err(e) if e.is(Reason::NotFound) => return,
+                Err(e) => {
+                    tracing::debug!(pod = %info.key, error = %e, "reading the pod to record it unschedulable failed");
+                    return;
+                }
+            };
+            if !assigned_node(&pod).is_empty() {
+                return;
+            }
+            let status = pod.status.get_or_insert_with(Default::default);
+            let before = status.clone();
+            if let Some(node) = &nominated {
+                status.nominated_node_name = node.clone();
+            }
+            let unchanged = status.conditions.iter().any(|c| {
+                c.r#type == "PodScheduled" && c.status == "False" && c.reason == "Unschedulable" && c.message == message
+            });
+            if !unchanged {
+                status.conditions.retain(|c| c.r#type != "PodScheduled");
+                status.conditions.push(PodCondition {
+                    r#type: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: "Unschedulable".into(),
+                    message: message.clone(),
+                    last_transition_time: Some(proto::meta::v1::Time::now_seconds()),
+                    ..Default::default()
+                });
+            }
+            if *status == before {
+                return;
+            }
+            match api.update_status(&pod).await {
+                Ok(_) => return,
+                Err(e) if e.is(Reason::Conflict) => continue,
+                Err(e) => {
+                    tracing::debug!(pod = %info.key, error = %e, "recording the pod unschedulable failed");
+                    return;
+                }
+            }
+        }
+    }
+
     fn binding_failed(&self, info: &PodInfo, node: &str, error: &ApiError) {
         self.cache().forget(&info.key);
         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -254,20 +320,21 @@ impl Scheduler {
         self.queue.retry(&info.key);
     }
 
-    fn unschedulable(&self, info: &PodInfo, message: String) {
+    fn unschedulable(self: &Arc<Self>, info: &Arc<PodInfo>, message: String, nominated: Option<String>) {
         self.metrics.unschedulable.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pod = %info.key, %message, "unschedulable");
-        self.recorder.warning(info.pod.as_ref(), "FailedScheduling", message);
+        self.recorder.warning(info.pod.as_ref(), "FailedScheduling", message.clone());
         self.queue.unschedulable(&info.key);
+        tokio::spawn(self.clone().record_unschedulable(info.clone(), message, nominated));
     }
 
-    /// Evicts the victims (graceful deletion) and nominates the node in the pod's
-    /// status; the pod is tried again when the victims are gone.
+    /// Evicts the victims (graceful deletion); the pod is nominated to the node
+    /// (in the cache by the caller, in its status by `record_unschedulable`) and
+    /// tried again when the victims are gone.
     fn preempt(self: Arc<Self>, info: &PodInfo, node: String, victims: Vec<Arc<PodInfo>>) {
         tracing::info!(pod = %info.key, node, victims = victims.len(), "preempting");
         self.metrics.preemption_victims.fetch_add(victims.len() as u64, Ordering::Relaxed);
         let preemptor = info.pod.clone();
-        let key = info.key.clone();
         tokio::spawn(async move {
             let meta = preemptor.metadata();
             for victim in victims {
@@ -283,11 +350,6 @@ impl Scheduler {
                 {
                     tracing::warn!(victim = %victim.key, error = %e, "evicting a preemption victim failed");
                 }
-            }
-            let api: client::Api<Pod> = client::Api::namespaced(&self.client, &meta.namespace);
-            let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
-            if let Err(e) = api.patch_status(&meta.name, client::PatchType::Merge, &patch).await {
-                tracing::debug!(pod = %key, error = %e, "recording the nominated node failed");
             }
         });
     }
@@ -370,6 +432,9 @@ pub async fn run(
             let mut cache = scheduler.cache();
             let decision = scheduler.decide(&cache, &info);
             if let Decision::Node(node) = &decision {
+                // Placed (on its nominated node or elsewhere): it holds room by
+                // its assumption now, no longer by a nomination.
+                cache.clear_nomination(&info.key);
                 cache.assume(info.clone(), node);
             }
             decision
@@ -385,11 +450,17 @@ pub async fn run(
                 });
             }
             Decision::Unschedulable(message) => {
-                let found = crate::preemption::find(&scheduler.cache(), &info);
-                if let Some((node, victims)) = found {
-                    scheduler.clone().preempt(&info, node, victims);
+                let mut nominated = None;
+                {
+                    let mut cache = scheduler.cache();
+                    if let Some((node, victims)) = crate::preemption::find(&cache, &info) {
+                        cache.nominate(info.clone(), &node);
+                        nominated = Some(node.clone());
+                        drop(cache);
+                        scheduler.clone().preempt(&info, node, victims);
+                    }
                 }
-                scheduler.unschedulable(&info, message);
+                scheduler.unschedulable(&info, message, nominated);
             }
         }
     }

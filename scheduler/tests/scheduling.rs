@@ -472,3 +472,90 @@ async fn a_topology_spread_constraint_keeps_the_skew_within_bounds() {
     pods.create(&web("web-3", true)).await.unwrap();
     assert_eq!(node_of(&cluster.client, "web-3").await, "big");
 }
+
+/// The pod's PodScheduled condition as (status, reason, message), waiting until it
+/// has one with `status`.
+async fn pod_scheduled_condition(client: &Client, name: &str, status: &str) -> (String, String, String) {
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let started = Instant::now();
+    loop {
+        let p = pods.get(name).await.unwrap();
+        let conditions = p.status.map(|s| s.conditions).unwrap_or_default();
+        if let Some(c) = conditions.iter().find(|c| c.r#type == "PodScheduled" && c.status == status) {
+            return (c.status.clone(), c.reason.clone(), c.message.clone());
+        }
+        assert!(started.elapsed() < DEADLINE, "pod {name} never had PodScheduled={status}: {conditions:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pod_that_fits_nowhere_is_marked_unschedulable_and_placed_pods_scheduled() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("small", "500m", &[], &[])).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    pods.create(&pod("big", "1")).await.unwrap();
+    let (_, reason, message) = pod_scheduled_condition(&cluster.client, "big", "False").await;
+    assert_eq!(reason, "Unschedulable");
+    assert_eq!(message, "0/1 nodes are available: 1 Insufficient cpu.");
+    assert_eq!(message, event_message(&cluster.client, "big", "FailedScheduling").await);
+    nodes.create(&node("large", "2", &[], &[])).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "big").await, "large");
+    pod_scheduled_condition(&cluster.client, "big", "True").await;
+}
+
+#[tokio::test]
+async fn the_room_a_preemptor_freed_is_held_for_it_against_lower_priority_pods() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("only", "2", &[], &[])).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    for (name, priority) in [("keep", 1), ("victim", 0)] {
+        let mut p = pod(name, "1");
+        p.spec.as_mut().unwrap().priority = Some(priority);
+        pods.create(&p).await.unwrap();
+        assert_eq!(node_of(&cluster.client, name).await, "only");
+    }
+    let mut high = pod("high", "1");
+    high.spec.as_mut().unwrap().priority = Some(100);
+    pods.create(&high).await.unwrap();
+
+    // The preemptor is nominated to the node (in its status) and waits.
+    let started = Instant::now();
+    loop {
+        let p = pods.get("high").await.unwrap();
+        if p.status.as_ref().is_some_and(|s| s.nominated_node_name == "only") {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "high was never nominated to only: {:?}", p.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, reason, _) = pod_scheduled_condition(&cluster.client, "high", "False").await;
+    assert_eq!(reason, "Unschedulable");
+    let started = Instant::now();
+    while pods.get("victim").await.unwrap().metadata.unwrap().deletion_timestamp.is_none() {
+        assert!(started.elapsed() < DEADLINE, "the victim was not evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Play the kubelet: the victim goes; a lower-priority pod arrives at once,
+    // while the preemptor may still be backing off. The freed cpu is the
+    // preemptor's: the newcomer must not take it.
+    let now = proto::meta::v1::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+    pods.delete("victim", now).await.unwrap();
+    let mut newcomer = pod("newcomer", "1");
+    newcomer.spec.as_mut().unwrap().priority = Some(0);
+    pods.create(&newcomer).await.unwrap();
+
+    assert_eq!(node_of(&cluster.client, "high").await, "only");
+    pod_scheduled_condition(&cluster.client, "high", "True").await;
+    let (_, reason, message) = pod_scheduled_condition(&cluster.client, "newcomer", "False").await;
+    assert_eq!((reason.as_str(), message.as_str()), ("Unschedulable", "0/1 nodes are available: 1 Insufficient cpu."));
+    let newcomer = pods.get("newcomer").await.unwrap();
+    assert!(newcomer.spec.unwrap().node_name.is_empty(), "the newcomer did not take the preemptor's room");
+    let keep = pods.get("keep").await.unwrap();
+    assert!(keep.metadata.unwrap().deletion_timestamp.is_none(), "no second preemption was needed");
+}
