@@ -154,6 +154,10 @@ impl Scheduler {
     fn decide(&self, cache: &Cache, info: &PodInfo) -> Decision {
         let nodes = cache.nodes();
         let total = cache.node_count();
+        if total == 0 {
+            // kube-scheduler's ErrNoNodesAvailable, checked before any filter.
+            return Decision::Unschedulable("no nodes available to schedule pods".to_string());
+        }
         if let Some(why) = self.claims_pending(&info.pod) {
             return Decision::Unschedulable(format!("0/{total} nodes are available: {why}."));
         }

@@ -494,8 +494,11 @@ async fn a_pod_that_fits_nowhere_is_marked_unschedulable_and_placed_pods_schedul
     let cluster = cluster().await;
     let nodes: Api<Node> = Api::all(&cluster.client);
     let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
-    nodes.create(&node("small", "500m", &[], &[])).await.unwrap();
     let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    pods.create(&pod("early", "1")).await.unwrap();
+    let (_, reason, message) = pod_scheduled_condition(&cluster.client, "early", "False").await;
+    assert_eq!((reason.as_str(), message.as_str()), ("Unschedulable", "no nodes available to schedule pods"));
+    nodes.create(&node("small", "500m", &[], &[])).await.unwrap();
     pods.create(&pod("big", "1")).await.unwrap();
     let (_, reason, message) = pod_scheduled_condition(&cluster.client, "big", "False").await;
     assert_eq!(reason, "Unschedulable");
