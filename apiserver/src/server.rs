@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use proto::apiserver::v1::discovery_server::DiscoveryServer;
 use proto::apiserver::v1::resources_server::ResourcesServer;
 use proto::streaming::v1::streaming_server::StreamingServer;
@@ -74,7 +75,11 @@ pub async fn run(settings: Settings, shutdown_signal: impl Future<Output = ()> +
     let mut grpc_shutdown = shutdown.clone();
     // Without TCP_NODELAY a small response waits for the client's delayed ACK: ~40 ms
     // per call whenever a connection is not busy enough to keep its pipe full.
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    // Each connection's small writes are coalesced into one per scheduler turn (see
+    // grpc::coalesce).
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .map(|stream| stream.map(crate::grpc::coalesce::Coalesced::new));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
