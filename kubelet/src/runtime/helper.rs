@@ -176,7 +176,6 @@ fn container(args: &[String]) -> i32 {
         Ok(ForkResult::Parent { child }) => {
             drop(go_read);
             drop(err_write);
-            // From here on this process never forks again, so it may start threads.
             let copier = output.map(|(writer, (out_read, out_write), (err_read, err_write))| {
                 drop(out_write);
                 drop(err_write);
@@ -187,64 +186,119 @@ fn container(args: &[String]) -> i32 {
     }
 }
 
-/// Copies the container's stdout and stderr into its log, one thread per stream.
+/// Copies the container's stdout and stderr into its log. Single-threaded: after
+/// unshare(CLONE_NEWPID) this process may not start threads, so it polls both pipes.
 struct LogCopier {
-    done: std::sync::mpsc::Receiver<()>,
+    writer: LogWriter,
+    /// stdout, stderr; None once ended.
+    pipes: [(Option<File>, Stream, LineSplitter); 2],
+    failed: bool,
 }
 
 impl LogCopier {
     fn start(writer: LogWriter, stdout: OwnedFd, stderr: OwnedFd) -> LogCopier {
-        let writer = std::sync::Arc::new(std::sync::Mutex::new(writer));
-        let (done_tx, done) = std::sync::mpsc::channel();
-        for (fd, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
-            let writer = writer.clone();
-            let done_tx = done_tx.clone();
-            std::thread::spawn(move || {
-                copy_stream(File::from(fd), stream, &writer);
-                let _ = done_tx.send(());
-            });
+        LogCopier {
+            writer,
+            pipes: [
+                (Some(File::from(stdout)), Stream::Stdout, LineSplitter::default()),
+                (Some(File::from(stderr)), Stream::Stderr, LineSplitter::default()),
+            ],
+            failed: false,
         }
-        LogCopier { done }
     }
 
-    /// Waits until both streams have ended. Once the container's first process is
-    /// gone the kernel kills the rest of its PID namespace, so the pipes close at once;
-    /// the bound only guards against a writer that escaped it.
-    fn finish(self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        for _ in 0..2 {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if self.done.recv_timeout(left).is_err() {
-                eprintln!("{CONTAINER}: the container's output did not end; its log may miss the last lines");
-                return;
+    fn open(&self) -> bool {
+        self.pipes.iter().any(|(p, _, _)| p.is_some())
+    }
+
+    /// Waits up to `timeout_ms` for output and copies what came.
+    fn pump(&mut self, timeout_ms: i32) {
+        let mut fds: Vec<nix::libc::pollfd> = self
+            .pipes
+            .iter()
+            .map(|(p, _, _)| nix::libc::pollfd {
+                fd: p.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: nix::libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let n = unsafe { nix::libc::poll(fds.as_mut_ptr(), fds.len() as nix::libc::nfds_t, timeout_ms) };
+        if n <= 0 {
+            return;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        for (i, fd) in fds.iter().enumerate() {
+            if fd.revents == 0 {
+                continue;
+            }
+            let (pipe, stream, splitter) = &mut self.pipes[i];
+            let Some(file) = pipe.as_mut() else { continue };
+            let read = file.read(&mut buf);
+            let writer = &mut self.writer;
+            let failed = &mut self.failed;
+            let mut write = |partial: bool, content: &[u8]| {
+                // A full disk must not block the container: keep draining, say it once.
+                if let Err(e) = writer.write(*stream, partial, content)
+                    && !*failed
+                {
+                    *failed = true;
+                    eprintln!("{CONTAINER}: writing the container's log: {e}");
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => {
+                    splitter.finish(&mut write);
+                    *pipe = None;
+                }
+                Ok(n) => splitter.push(&buf[..n], &mut write),
             }
         }
     }
 }
 
-fn copy_stream(mut pipe: File, stream: Stream, writer: &std::sync::Mutex<LogWriter>) {
-    let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut failed = false;
-    let mut write = |partial: bool, content: &[u8]| {
-        let Ok(mut w) = writer.lock() else { return };
-        // A full disk must not block the container: keep draining, say it once.
-        if let Err(e) = w.write(stream, partial, content)
-            && !failed
-        {
-            failed = true;
-            eprintln!("{CONTAINER}: writing the container's log: {e}");
-        }
+/// Waits for the container's first process while copying its output. Once that
+/// process is gone the kernel kills the rest of its PID namespace, so the pipes close
+/// at once; the bound only guards against a writer that escaped it.
+fn wait_copying(child: nix::unistd::Pid, mut copier: Option<LogCopier>) -> nix::Result<WaitStatus> {
+    let Some(copier) = copier.as_mut() else {
+        return loop {
+            match waitpid(child, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
     };
+    let mut exited = None;
+    let mut deadline = None;
     loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => splitter.push(&buf[..n], &mut write),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+        if exited.is_none() {
+            match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+                other => {
+                    exited = Some(other);
+                    deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(5));
+                }
+            }
         }
+        if !copier.open() {
+            break;
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            eprintln!("{CONTAINER}: the container's output did not end; its log may miss the last lines");
+            break;
+        }
+        copier.pump(200);
     }
-    splitter.finish(&mut write);
+    match exited {
+        Some(status) => status,
+        None => loop {
+            match waitpid(child, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        },
+    }
 }
 
 fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedFd, copier: Option<LogCopier>) -> i32 {
@@ -266,22 +320,14 @@ fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedF
     // The error pipe closes on a successful exec (CLOEXEC) or carries why it failed.
     let mut message = String::new();
     let _ = File::from(errors).read_to_string(&mut message);
-    let status = loop {
-        match waitpid(child, None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            other => break other,
-        }
-    };
+    // The log is complete before the exit is recorded: whoever sees the exit (a
+    // `logs -f`) has every line on disk.
+    let status = wait_copying(child, copier);
     let (exit_code, signal) = match status {
         Ok(WaitStatus::Exited(_, code)) => (code, 0),
         Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, sig as i32),
         _ => (255, 0),
     };
-    // The log is complete before the exit is recorded: whoever sees the exit (a
-    // `logs -f`) has every line on disk.
-    if let Some(copier) = copier {
-        copier.finish();
-    }
     let start_error = setup_error.or((!message.is_empty()).then_some(message));
     let exited = Exited {
         exit_code: if start_error.is_some() { 128 } else { exit_code },
