@@ -585,6 +585,12 @@ pub struct LogsArgs {
     pub tail: Option<i64>,
     #[arg(long)]
     pub timestamps: bool,
+    /// Only lines newer than this (10s, 5m, 1h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many bytes of log.
+    #[arg(long)]
+    pub limit_bytes: Option<i64>,
 }
 
 #[derive(Debug, Args)]

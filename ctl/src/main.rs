@@ -1,6 +1,6 @@
 //! ctl: the command-line client, driven as kubectl is. It reads kubeconfig files as
 //! kubectl does and talks only to the apiserver's gRPC API; it holds no state of its
-//! own. Verbs whose server side does not exist yet (logs, exec) say so and fail.
+//! own; `logs` and `exec` stream through the apiserver from the pod's kubelet.
 
 mod cli;
 mod commands;
@@ -26,6 +26,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The command has already printed its own errors, one per object.
         Err(e) if e.downcast_ref::<commands::Reported>().is_some() => ExitCode::FAILURE,
+        // `exec`: the command's own exit code, as kubectl exits with it.
+        Err(e) if e.downcast_ref::<commands::streaming::ExitCode>().is_some() => {
+            let code = e.downcast_ref::<commands::streaming::ExitCode>().map_or(1, |c| c.0);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

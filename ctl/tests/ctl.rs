@@ -561,10 +561,69 @@ async fn config_verbs_and_failures_are_clear() {
     for args in [vec!["logs", "somepod"], vec!["exec", "somepod", "--", "ls"]] {
         let output = cluster.ctl(&args);
         assert!(!output.status.success(), "{args:?} succeeded");
-        assert!(stderr(&output).contains("does not support"), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("NotFound") && stderr(&output).contains("somepod"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
     assert!(cluster.ok(&["completion", "bash"]).contains("complete -F _ctl_complete ctl"));
     assert!(!cluster.ctl(&["completion", "fish"]).status.success());
+}
+
+const STREAMING_PODS: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: two
+spec:
+  nodeName: nowhere
+  initContainers:
+  - {name: setup, image: x}
+  containers:
+  - {name: a, image: x}
+  - {name: b, image: x}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: unscheduled
+spec:
+  containers:
+  - {name: only, image: x}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: onnode
+spec:
+  nodeName: nowhere
+  containers:
+  - {name: only, image: x}
+";
+
+#[tokio::test]
+async fn logs_and_exec_say_what_is_wrong_before_any_kubelet_is_involved() {
+    let cluster = cluster().await;
+    let pods = cluster.file("pods.yaml", STREAMING_PODS);
+    cluster.ok(&["apply", "-f", pods.to_str().expect("utf-8 path")]);
+    let fails = |args: &[&str], wanted: &str| {
+        let output = cluster.ctl(args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr(&output).contains(wanted), "{args:?}: {}", stderr(&output));
+    };
+    fails(&["logs", "missing"], "pods \"missing\" not found");
+    fails(&["exec", "missing", "--", "ls"], "NotFound");
+    let choose =
+        "a container name must be specified for pod two, choose one of: [a b] or one of the init containers: [setup]";
+    fails(&["logs", "two"], choose);
+    fails(&["exec", "two", "--", "ls"], choose);
+    fails(&["logs", "two", "-c", "zz"], "container zz is not valid for pod two");
+    fails(&["logs", "unscheduled"], "pod unscheduled does not have a host assigned");
+    fails(&["logs", "onnode"], "container \"only\" in pod \"onnode\" is waiting to start: ContainerCreating");
+    fails(&["exec", "onnode", "--", "ls"], "container \"only\" in pod \"onnode\" is not running");
+    fails(&["exec", "onnode"], "you must specify at least one command");
+    fails(&["logs", "--since", "5x", "onnode"], "invalid argument \"5x\" for \"--since\"");
+    fails(&["logs", "deployment/none"], "NotFound");
 }
 
 #[tokio::test]

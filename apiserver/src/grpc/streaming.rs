@@ -41,23 +41,28 @@ impl StreamingService {
         T::decode(bytes).map_err(|e| ApiError::internal(format!("decoding a stored {resource} object: {e}")).into())
     }
 
-    /// The pod, the container the call is about, and a client of the pod's kubelet.
-    async fn resolve(
+    /// The pod and the container the call is about.
+    async fn pod_and_container(
         &self,
         namespace: &str,
         pod_name: &str,
         container: &str,
-    ) -> Result<(Pod, String, StreamingClient<Channel>), Status> {
+    ) -> Result<(Pod, String), Status> {
         let namespace = if namespace.is_empty() { "default" } else { namespace };
         let pod: Pod = self.get("pods", namespace, pod_name).await?;
         let container = container_name(&pod, container)?;
-        let node_name = pod.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
+        let node_name = pod.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or_default();
         if node_name.is_empty() {
             return Err(bad_request(format!("pod {pod_name} does not have a host assigned")));
         }
-        let node: Node = self.get("nodes", "", &node_name).await?;
-        let client = kubelet_client(&node).await?;
-        Ok((pod, container, client))
+        Ok((pod, container))
+    }
+
+    /// A client of the kubelet of the pod's node.
+    async fn kubelet(&self, pod: &Pod) -> Result<StreamingClient<Channel>, Status> {
+        let node_name = pod.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or_default();
+        let node: Node = self.get("nodes", "", node_name).await?;
+        kubelet_client(&node).await
     }
 }
 
@@ -142,7 +147,7 @@ impl Streaming for StreamingService {
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<LogsStream>, Status> {
         let mut r = request.into_inner();
-        let (pod, container, mut kubelet) = self.resolve(&r.namespace, &r.pod, &r.container).await?;
+        let (pod, container) = self.pod_and_container(&r.namespace, &r.pod, &r.container).await?;
         let state = container_state(&pod, &container);
         let started = state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some());
         if !started && !r.previous {
@@ -156,6 +161,7 @@ impl Streaming for StreamingService {
                 r.pod
             )));
         }
+        let mut kubelet = self.kubelet(&pod).await?;
         let meta = pod.metadata.unwrap_or_default();
         r.namespace = meta.namespace;
         r.pod_uid = meta.uid;
@@ -173,7 +179,7 @@ impl Streaming for StreamingService {
         if start.command.is_empty() {
             return Err(bad_request("you must specify at least one command for the container".into()));
         }
-        let (pod, container, mut kubelet) = self.resolve(&start.namespace, &start.pod, &start.container).await?;
+        let (pod, container) = self.pod_and_container(&start.namespace, &start.pod, &start.container).await?;
         let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or_default();
         if phase == "Succeeded" || phase == "Failed" {
             return Err(bad_request(format!(
@@ -183,6 +189,7 @@ impl Streaming for StreamingService {
         if !container_state(&pod, &container).is_some_and(|s| s.running.is_some()) {
             return Err(bad_request(format!("container \"{container}\" in pod \"{}\" is not running", start.pod)));
         }
+        let mut kubelet = self.kubelet(&pod).await?;
         let meta = pod.metadata.unwrap_or_default();
         start.namespace = meta.namespace;
         start.pod_uid = meta.uid;

@@ -14,7 +14,7 @@ mod metadata;
 mod node;
 mod patch;
 mod rollout;
-mod streaming;
+pub mod streaming;
 mod wait;
 
 use std::time::Duration;
@@ -34,8 +34,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Config(command) => return config::run(global, command),
         Command::Completion(args) => return completion::completion(&args.shell),
         Command::Version(args) if args.client => return discovery::version(None, &args).await,
-        Command::Logs(args) => return streaming::logs(&args),
-        Command::Exec(args) => return streaming::exec(&args),
         _ => {}
     }
     let connection = match connect(global) {
@@ -68,7 +66,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Taint(args) => node::taint(c, &args).await,
         Command::Wait(args) => wait::wait(c, &args).await,
         Command::Rollout(command) => rollout::run(c, command).await,
-        Command::Config(_) | Command::Completion(_) | Command::Logs(_) | Command::Exec(_) => Ok(()),
+        Command::Logs(args) => streaming::logs(c, &args).await,
+        Command::Exec(args) => streaming::exec(c, &args).await,
+        Command::Config(_) | Command::Completion(_) => Ok(()),
     }
 }
 
