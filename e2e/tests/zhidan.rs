@@ -262,12 +262,33 @@ async fn zhidan_sample_application_runs_end_to_end() {
     let out = cluster.exec(&uid_of(web_pod), container, restarts(web_pod), &["cat", "/etc/resolv.conf"]).expect("exec");
     let resolv = output_text(&out);
     assert!(resolv.contains(&format!("nameserver {DNS_IP}")), "the pod's resolv.conf: {resolv}");
-    let out = cluster
-        .exec(&uid_of(web_pod), container, restarts(web_pod), &["nslookup", "zhidan-server.zhidan.svc.cluster.local"])
-        .expect("exec");
-    let lookup = output_text(&out);
-    assert!(out.status.success() && lookup.contains(SERVER_IP), "nslookup in {}: {lookup}", name_of(web_pod));
-    let url = format!("http://zhidan-server.zhidan:{SERVER_PORT}/");
+    // busybox's nslookup sends a dotted name as it is, and its wget (static glibc)
+    // cannot resolve names at all, so the test walks the pod's search path as a
+    // resolver does, asking the cluster DNS from inside the pod, then fetches the
+    // page from the address found.
+    let searches: Vec<String> = resolv
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("search "))
+        .map(|list| list.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    assert!(searches.iter().any(|s| s == "zhidan.svc.cluster.local"), "the pod's search path: {resolv}");
+    let mut lookups = Vec::new();
+    let mut resolved = None;
+    for domain in &searches {
+        let name = format!("zhidan-server.zhidan.{domain}");
+        let out = cluster.exec(&uid_of(web_pod), container, restarts(web_pod), &["nslookup", &name]).expect("exec");
+        let text = output_text(&out);
+        if out.status.success() && text.contains(SERVER_IP) {
+            resolved = Some(name);
+            break;
+        }
+        lookups.push(format!("{name}: {text}"));
+    }
+    let resolved = resolved.unwrap_or_else(|| {
+        panic!("zhidan-server.zhidan did not resolve in {} through {searches:?}: {lookups:?}", name_of(web_pod))
+    });
+    eprintln!("zhidan-server.zhidan resolved in {} as {resolved} -> {SERVER_IP}", name_of(web_pod));
+    let url = format!("http://{SERVER_IP}:{SERVER_PORT}/");
     let out = cluster
         .exec(&uid_of(web_pod), container, restarts(web_pod), &["wget", "-q", "-O", "-", "-T", "5", &url])
         .expect("exec");
