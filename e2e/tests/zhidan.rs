@@ -288,19 +288,6 @@ async fn zhidan_sample_application_runs_end_to_end() {
         panic!("zhidan-server.zhidan did not resolve in {} through {searches:?}: {lookups:?}", name_of(web_pod))
     });
     eprintln!("zhidan-server.zhidan resolved in {} as {resolved} -> {SERVER_IP}", name_of(web_pod));
-    let url = format!("http://{SERVER_IP}:{SERVER_PORT}/");
-    let out = cluster
-        .exec(&uid_of(web_pod), container, restarts(web_pod), &["wget", "-q", "-O", "-", "-T", "5", &url])
-        .expect("exec");
-    let page = output_text(&out);
-    let answered = pod_in_page(&page);
-    assert!(
-        out.status.success() && answered.as_ref().is_some_and(|p| server_names.contains(p)),
-        "wget {url} in {}: {page}\nkube-proxy:\n{}",
-        name_of(web_pod),
-        cluster.log_tail("kube-proxy")
-    );
-
     // Over 50 requests to the ClusterIP, both replicas answer.
     let server_address = SocketAddr::from((SERVER_IP.parse::<Ipv4Addr>().expect("an IP"), SERVER_PORT));
     let answers = ask_cluster_ip(&cluster, server_address, 60).await.unwrap_or_else(|e| panic!("{e}"));
@@ -321,6 +308,27 @@ async fn zhidan_sample_application_runs_end_to_end() {
     let web_address = SocketAddr::from((WEB_IP.parse::<Ipv4Addr>().expect("an IP"), 8010));
     let answers = ask_cluster_ip(&cluster, web_address, 10).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(answers.iter().all(|p| web_names.contains(p)), "{answers:?}");
+
+    let url = format!("http://{SERVER_IP}:{SERVER_PORT}/");
+    let out = cluster
+        .exec(&uid_of(web_pod), container, restarts(web_pod), &["wget", "-q", "-O", "-", "-T", "5", &url])
+        .expect("exec");
+    let page = output_text(&out);
+    let answered = pod_in_page(&page);
+    if !(out.status.success() && answered.as_ref().is_some_and(|p| server_names.contains(p))) {
+        let uid = uid_of(web_pod);
+        let diagnose = |command: &[&str]| {
+            cluster.exec(&uid, container, restarts(web_pod), command).map(|o| output_text(&o)).unwrap_or_default()
+        };
+        panic!(
+            "wget {url} in {}: {page}\nagain, verbose: {}\nits routes: {}\nits addresses: {}\nkube-proxy's rules:\n{}",
+            name_of(web_pod),
+            diagnose(&["wget", "-O", "-", "-T", "5", &url]),
+            diagnose(&["ip", "route"]),
+            diagnose(&["ip", "addr"]),
+            cluster.proxy_rules().unwrap_or_default()
+        );
+    }
 
     // Killing a server pod's process: the kubelet replaces it, and the Service
     // answers all the while (from the other replica until the new one is ready).
