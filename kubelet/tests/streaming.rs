@@ -220,9 +220,9 @@ async fn exec_runs_in_the_container_with_stdin_a_terminal_and_the_exit_code() {
     node.wait_pod("box", "Running", running).await;
     let mut client = streaming(&node).await;
 
-    let (out, _, code) =
+    let (out, err, code) =
         exec(&mut client, start("box", "main", &["sh", "-c", "echo hi; exit 3"], false, false), vec![]).await;
-    assert_eq!((out.as_str(), code), ("hi\n", 3));
+    assert_eq!((out.as_str(), code), ("hi\n", 3), "stderr: {err}");
     let (out, err, code) = exec(
         &mut client,
         start("box", "main", &["sh", "-c", "cat /tmp/marker; pwd; echo $FROM_SPEC; echo e >&2"], false, false),

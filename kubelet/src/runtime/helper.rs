@@ -545,6 +545,17 @@ fn exec(args: &[String]) -> i32 {
                 return 126;
             }
         };
+    // The monitor records the start while the container's first process is still
+    // setting up its root; joining it then would see a half-made mount namespace.
+    // Wait (briefly) until it runs the container's program instead of this binary.
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while own.is_some()
+        && std::fs::read_link(format!("/proc/{}/exe", started.pid)).ok() == own
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     for procs in &launch.cgroup_procs {
         let _ = std::fs::write(procs, std::process::id().to_string());
     }
