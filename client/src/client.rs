@@ -17,6 +17,7 @@ use proto::meta::v1::DeleteOptions;
 use proto::{ApiError, KindInfo, Reason};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::fence::Fence;
 use crate::kubeconfig::Resolved;
 
 /// Largest message accepted: a big list arrives in one message.
@@ -28,6 +29,8 @@ pub struct Client {
     discovery: DiscoveryClient<Channel>,
     server: String,
     namespace: String,
+    /// Checked before every write when set (a leader's client).
+    fence: Option<Fence>,
 }
 
 /// Options of a list.
@@ -107,6 +110,7 @@ impl Client {
             discovery: DiscoveryClient::new(channel),
             server: server.to_string(),
             namespace: if namespace.is_empty() { "default".to_string() } else { namespace.to_string() },
+            fence: None,
         })
     }
 
@@ -119,6 +123,16 @@ impl Client {
             )));
         }
         Client::new(&resolved.cluster.server, &resolved.namespace)
+    }
+
+    /// The same connection, refusing every write while `fence` is closed: the
+    /// client a leader-elected component acts through.
+    pub fn fenced(&self, fence: Fence) -> Client {
+        Client { fence: Some(fence), ..self.clone() }
+    }
+
+    fn check_fence(&self) -> Result<(), ApiError> {
+        self.fence.as_ref().map_or(Ok(()), Fence::check)
     }
 
     pub fn server(&self) -> &str {
@@ -163,6 +177,7 @@ impl Client {
         object: Bytes,
         dry_run: bool,
     ) -> Result<Bytes, ApiError> {
+        self.check_fence()?;
         let request =
             CreateRequest { resource: info.qualified_plural(), namespace: namespace.to_string(), object, dry_run };
         let mut resources = self.resources.clone();
@@ -204,6 +219,7 @@ impl Client {
         dry_run: bool,
         status: bool,
     ) -> Result<Bytes, ApiError> {
+        self.check_fence()?;
         let request =
             UpdateRequest { resource: info.qualified_plural(), namespace: namespace.to_string(), object, dry_run };
         let mut resources = self.resources.clone();
@@ -222,6 +238,7 @@ impl Client {
         dry_run: bool,
         status: bool,
     ) -> Result<Bytes, ApiError> {
+        self.check_fence()?;
         let request = PatchRequest {
             resource: info.qualified_plural(),
             namespace: namespace.to_string(),
@@ -244,6 +261,7 @@ impl Client {
         name: &str,
         options: DeleteOptions,
     ) -> Result<(Bytes, bool), ApiError> {
+        self.check_fence()?;
         let request = DeleteRequest {
             resource: info.qualified_plural(),
             namespace: namespace.to_string(),
@@ -297,6 +315,7 @@ impl Client {
 
     /// The pods/binding subresource.
     pub async fn bind(&self, binding: Binding) -> Result<Bytes, ApiError> {
+        self.check_fence()?;
         let mut resources = self.resources.clone();
         Ok(resources.bind(BindRequest { binding: Some(binding) }).await.map_err(|s| self.error(s))?.into_inner().object)
     }

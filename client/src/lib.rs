@@ -6,9 +6,11 @@
 
 pub mod api;
 pub mod client;
+pub mod fence;
 pub mod kubeconfig;
 pub mod runtime;
 
 pub use api::{Api, ObjectList, WatchEvent};
 pub use client::{Client, ListParams, PatchType, RawEvent};
+pub use fence::Fence;
 pub use kubeconfig::Kubeconfig;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use client::runtime::{LeaderElectionConfig, LeaderElector};
 use client::{Api, Client};
 use proto::coordination::v1::Lease;
+use proto::core::v1::ConfigMap;
 use tokio::sync::{mpsc, oneshot};
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -144,4 +145,45 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
     tokio::time::sleep(LEASE).await;
     assert!(led_rx.try_recv().is_err(), "it does not lead again while the intruder holds a valid lease");
     task.abort();
+}
+
+/// A leader frozen past its renew deadline (here: its only thread blocked, as
+/// SIGSTOP or a long pause would) cannot write on waking, even before its elector
+/// has run again to notice; its fenced client refuses, the unfenced one still works.
+#[tokio::test(flavor = "current_thread")]
+async fn a_leader_woken_after_its_renew_deadline_cannot_write() {
+    let (_etcd, _apiserver, client) = cluster().await;
+    let elector = LeaderElector::new(&client, config("a"));
+    let fenced = client.fenced(elector.fence());
+    let api: Api<ConfigMap> = Api::namespaced(&fenced, "default");
+    assert!(api.create(&config_map("before")).await.is_err(), "no writes before leading");
+    let (done_tx, done_rx) = oneshot::channel();
+    let done_tx = Arc::new(std::sync::Mutex::new(Some(done_tx)));
+    let task = tokio::spawn(elector.run(std::future::pending(), move |_leadership| {
+        let (api, done_tx) = (api.clone(), done_tx.clone());
+        async move {
+            api.create(&config_map("leading")).await.expect("the leader writes");
+            // Frozen: no task of this runtime runs, the elector does not renew.
+            std::thread::sleep(Duration::from_millis(1500 + 500));
+            let woken = api.create(&config_map("woken")).await;
+            if let Some(tx) = done_tx.lock().unwrap().take() {
+                let _ = tx.send(woken.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            std::future::pending::<()>().await;
+        }
+    }));
+    let woken = tokio::time::timeout(Duration::from_secs(30), done_rx).await.expect("the leader ran").unwrap();
+    let message = woken.expect_err("a write after the renew deadline is refused");
+    assert!(message.contains("renew deadline"), "{message}");
+    task.abort();
+    let plain: Api<ConfigMap> = Api::namespaced(&client, "default");
+    assert!(plain.get_opt("leading").await.unwrap().is_some());
+    assert!(plain.get_opt("woken").await.unwrap().is_none(), "the refused write never reached the apiserver");
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: Some(proto::meta::v1::ObjectMeta { name: name.into(), ..Default::default() }),
+        ..Default::default()
+    }
 }

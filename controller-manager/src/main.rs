@@ -17,7 +17,26 @@ async fn main() -> anyhow::Result<()> {
     let client = connect(&settings)?;
     let host =
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
-    let ctx = Arc::new(Context::new(client.clone(), &host));
+    // With leader election, every write the controllers make goes through a client
+    // fenced by the lease, so a leader woken from a pause cannot act on stale state.
+    let elector = if settings.leader_elect {
+        let identity = format!("{host}_{}", std::process::id());
+        let config = LeaderElectionConfig {
+            lease_duration: settings.lease_duration,
+            renew_deadline: settings.renew_deadline,
+            retry_period: settings.retry_period,
+            ..LeaderElectionConfig::new("kube-system", "kube-controller-manager", &identity)
+        };
+        tracing::info!(identity, "campaigning for the kube-system/kube-controller-manager lease");
+        Some(LeaderElector::new(&client, config))
+    } else {
+        None
+    };
+    let acting = match &elector {
+        Some(elector) => client.fenced(elector.fence()),
+        None => client.clone(),
+    };
+    let ctx = Arc::new(Context::new(acting, &host));
     let leading = Arc::new(AtomicBool::new(false));
 
     let listener = tokio::net::TcpListener::bind(settings.http_address)
@@ -37,16 +56,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    if settings.leader_elect {
-        let identity = format!("{host}_{}", std::process::id());
-        let config = LeaderElectionConfig {
-            lease_duration: settings.lease_duration,
-            renew_deadline: settings.renew_deadline,
-            retry_period: settings.retry_period,
-            ..LeaderElectionConfig::new("kube-system", "kube-controller-manager", &identity)
-        };
-        tracing::info!(identity, "campaigning for the kube-system/kube-controller-manager lease");
-        LeaderElector::new(&client, config).run(ops::signals::shutdown(), |_leadership| run()).await;
+    if let Some(elector) = elector {
+        elector.run(ops::signals::shutdown(), |_leadership| run()).await;
     } else {
         tokio::select! {
             _ = run() => {}

@@ -36,6 +36,26 @@ async fn main() -> anyhow::Result<()> {
     });
     tokio::spawn(ops::serve(listener, probe, std::future::pending()));
 
+    // With leader election, everything the scheduling loop writes (bindings,
+    // statuses, events) goes through a client fenced by the lease.
+    let elector = if settings.leader_elect {
+        let identity = format!("{host}_{}", std::process::id());
+        let config = LeaderElectionConfig {
+            lease_duration: settings.lease_duration,
+            renew_deadline: settings.renew_deadline,
+            retry_period: settings.retry_period,
+            ..LeaderElectionConfig::new("kube-system", "kube-scheduler", &identity)
+        };
+        config.validate().context("leader election")?;
+        tracing::info!(identity, "campaigning for the kube-system/kube-scheduler lease");
+        Some(LeaderElector::new(&client, config))
+    } else {
+        None
+    };
+    let client = match &elector {
+        Some(elector) => client.fenced(elector.fence()),
+        None => client,
+    };
     let informers = Arc::new(SharedInformers::new(&client));
     let recorder = EventRecorder::new(&client, &settings.scheduler_name, &host);
     let profile = Profile {
@@ -63,17 +83,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    if settings.leader_elect {
-        let identity = format!("{host}_{}", std::process::id());
-        let config = LeaderElectionConfig {
-            lease_duration: settings.lease_duration,
-            renew_deadline: settings.renew_deadline,
-            retry_period: settings.retry_period,
-            ..LeaderElectionConfig::new("kube-system", "kube-scheduler", &identity)
-        };
-        config.validate().context("leader election")?;
-        tracing::info!(identity, "campaigning for the kube-system/kube-scheduler lease");
-        let elector = LeaderElector::new(&connect(&settings)?, config);
+    if let Some(elector) = elector {
         elector.run(ops::signals::shutdown(), |_leadership| run()).await;
     } else {
         tokio::select! {

@@ -14,7 +14,7 @@ use proto::meta::v1::{MicroTime, ObjectMeta};
 use proto::{ApiError, Reason, Resource as _};
 use tokio::sync::watch;
 
-use crate::{Api, Client};
+use crate::{Api, Client, Fence};
 
 #[derive(Debug, Clone)]
 pub struct LeaderElectionConfig {
@@ -109,6 +109,8 @@ pub struct LeaderElector {
     observed: Option<(Lease, Instant)>,
     /// When the write that won the Lease was sent.
     acquired_at: Instant,
+    /// Open until the renew deadline of the last renewal while leading.
+    fence: Fence,
 }
 
 impl LeaderElector {
@@ -123,7 +125,17 @@ impl LeaderElector {
             config,
             observed: None,
             acquired_at: Instant::now(),
+            fence: Fence::closed(),
         }
+    }
+
+    /// The fence this elector keeps open only while it leads, and then no longer
+    /// than the renew deadline of its last renewal: give the leader's work a client
+    /// made with `Client::fenced(fence)` so that a leader woken from a pause cannot
+    /// write before it notices it lost the Lease. (The elector itself writes the
+    /// Lease through the unfenced client it was given.)
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Campaigns until `shutdown` resolves: whenever this candidate leads, runs
@@ -156,6 +168,7 @@ impl LeaderElector {
                 }
                 _ = &mut shutdown => true,
             };
+            self.fence.close();
             leading_tx.send_replace(false);
             if stop {
                 self.release().await;
@@ -172,6 +185,7 @@ impl LeaderElector {
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
                     self.acquired_at = sent;
+                    self.fence.open_until(sent + self.config.renew_deadline);
                     return;
                 }
                 Ok(false) => {}
@@ -196,7 +210,10 @@ impl LeaderElector {
             }
             let sent = Instant::now();
             match tokio::time::timeout(remaining, self.try_acquire_or_renew()).await {
-                Ok(Ok(true)) => last_renewal = sent,
+                Ok(Ok(true)) => {
+                    last_renewal = sent;
+                    self.fence.open_until(sent + self.config.renew_deadline);
+                }
                 Ok(Ok(false)) => return,
                 Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed"),
                 Err(_) => tracing::warn!("renewing the lease timed out"),
