@@ -186,7 +186,7 @@ impl Streaming for StreamingService {
                 "cannot exec into a container in a completed pod; current phase is {phase}"
             )));
         }
-        if !container_state(&pod, &container).is_some_and(|s| s.running.is_some()) {
+        if container_state(&pod, &container).is_none_or(|s| s.running.is_none()) {
             return Err(bad_request(format!("container \"{container}\" in pod \"{}\" is not running", start.pod)));
         }
         let mut kubelet = self.kubelet(&pod).await?;
