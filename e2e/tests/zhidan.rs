@@ -290,7 +290,27 @@ async fn zhidan_sample_application_runs_end_to_end() {
     eprintln!("zhidan-server.zhidan resolved in {} as {resolved} -> {SERVER_IP}", name_of(web_pod));
     // Over 50 requests to the ClusterIP, both replicas answer.
     let server_address = SocketAddr::from((SERVER_IP.parse::<Ipv4Addr>().expect("an IP"), SERVER_PORT));
-    let answers = ask_cluster_ip(&cluster, server_address, 60).await.unwrap_or_else(|e| panic!("{e}"));
+    let answers = match ask_cluster_ip(&cluster, server_address, 60).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            let mut direct = Vec::new();
+            for pod in &servers {
+                let ip: Ipv4Addr =
+                    pod.status.as_ref().and_then(|s| s.pod_ip.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+                for port in [80, SERVER_PORT] {
+                    let address = SocketAddr::from((ip, port));
+                    let outcome = cluster.node().run(move || http::get(address, "/")).await;
+                    direct.push(format!("{address}: {outcome:?}"));
+                }
+            }
+            let endpoints = cluster.ctl(&["get", "endpoints", "-n", NAMESPACE, "-o", "yaml"]).map(|o| output_text(&o));
+            panic!(
+                "{e}\nthe server pods directly: {direct:?}\nendpoints: {endpoints:?}\nrules:\n{}\nkube-proxy:\n{}",
+                cluster.proxy_rules().unwrap_or_default(),
+                cluster.log_tail("kube-proxy")
+            );
+        }
+    };
     let answered: BTreeSet<String> = answers.iter().cloned().collect();
     assert_eq!(answered, server_names, "60 requests to {server_address} reach both server pods");
 
