@@ -19,7 +19,11 @@ KUBELET_HTTP_PORT=${KUBELET_HTTP_PORT:-10248}
 PROXY_HTTP_PORT=${PROXY_HTTP_PORT:-10256}
 CLUSTER_CIDR=${CLUSTER_CIDR:-10.244.0.0/16}
 NODE_NAME=${NODE_NAME:-$(hostname | tr 'A-Z_' 'a-z-')}
-SERVICE_CIDR=${SERVICE_CIDR:-10.96.0.0/12}
+# The sample application's Services ask for fixed addresses in 192.168.192.0/24.
+SERVICE_CIDR=${SERVICE_CIDR:-192.168.192.0/24}
+# Where kube-proxy serves the cluster DNS on this node and what pods' resolv.conf names
+# (link-local, so it never collides with pod, Service or host networks).
+CLUSTER_DNS=${CLUSTER_DNS:-169.254.20.10}
 
 mkdir -p "$CLUSTER_DIR"
 CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
@@ -119,34 +123,58 @@ if [ "$(id -u)" -eq 0 ]; then
 
   echo "Starting the kubelet (node $NODE_NAME)..."
   start kubelet "$bin/kubelet" --kubeconfig "$CLUSTER_DIR/kubeconfig" --hostname-override "$NODE_NAME" \
-    --root-dir "$CLUSTER_DIR/kubelet" --cluster-cidr "$CLUSTER_CIDR" --http-address "127.0.0.1:$KUBELET_HTTP_PORT"
+    --root-dir "$CLUSTER_DIR/kubelet" --cluster-cidr "$CLUSTER_CIDR" --http-address "127.0.0.1:$KUBELET_HTTP_PORT" \
+    --cluster-dns "$CLUSTER_DNS"
   wait_for kubelet "http://127.0.0.1:$KUBELET_HTTP_PORT/healthz"
 
   echo "Starting kube-proxy..."
   start kube-proxy "$bin/kube-proxy" --kubeconfig "$CLUSTER_DIR/kubeconfig" --hostname-override "$NODE_NAME" \
-    --cluster-cidr "$CLUSTER_CIDR" --http-address "127.0.0.1:$PROXY_HTTP_PORT"
+    --cluster-cidr "$CLUSTER_CIDR" --http-address "127.0.0.1:$PROXY_HTTP_PORT" \
+    --cluster-dns-address "$CLUSTER_DNS"
   wait_for kube-proxy "http://127.0.0.1:$PROXY_HTTP_PORT/readyz"
 else
   echo "Not root: skipping the kubelet and kube-proxy (they need namespaces, cgroups and nftables)."
 fi
 
 ctl="$bin/ctl --kubeconfig $CLUSTER_DIR/kubeconfig"
+app="$root/deploy/examples/zhidan"
 echo
-echo "The cluster at work:"
-$ctl version
-$ctl apply -f "$root/deploy/examples/demo.yaml"
-if [ "$(id -u)" -eq 0 ]; then
-  echo "Waiting for the demo's pods to run..."
-  $ctl wait --for=condition=Ready pods -l app=web -n demo --timeout=120s || true
+echo "Deploying the sample application (deploy/examples/zhidan, written for Kubernetes):"
+$ctl apply -f "$app/zhidan.namespace.yaml" -f "$app/zhidan.deploy.server.yaml" \
+  -f "$app/zhidan.deploy.web.yaml" -f "$app/zhidan.svc.server.yaml"
+echo "Its web Service as written is refused, as it should be:"
+if $ctl apply -f "$app/zhidan.svc.web.yaml"; then
+  echo "(unexpectedly accepted)" >&2
 fi
-$ctl get nodes
-$ctl get configmaps,services,endpoints -n demo
-$ctl get replicasets,pods -n demo -o wide
-pod_ip=$($ctl get pods -n demo -l app=web -o 'jsonpath={.items[0].status.podIP}' 2>/dev/null || true)
-if [ -n "$pod_ip" ]; then
+echo "so the corrected copy goes in (deploy/examples/zhidan-web-nodeport.yaml):"
+$ctl apply -f "$root/deploy/examples/zhidan-web-nodeport.yaml"
+
+node_ip=""
+if [ "$(id -u)" -eq 0 ]; then
+  # Its probes wait 60 s before the first check.
+  echo "Waiting for its pods to be Ready (the manifests' probes start after 60 s)..."
+  $ctl wait --for=condition=Available deployments --all -n zhidan --timeout=180s || true
+  node_ip=$($ctl get node "$NODE_NAME" -o 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}' 2>/dev/null || true)
+fi
+$ctl get nodes -o wide
+$ctl get deployments,services,endpoints -n zhidan
+$ctl get pods -n zhidan -o wide
+if [ -n "$node_ip" ]; then
+  # kube-proxy programs a Service's rules a moment after its endpoints turn ready.
+  for _ in $(seq 1 50); do
+    curl -fsS --max-time 2 -o /dev/null "http://$node_ip:30810/" 2>/dev/null && break
+    sleep 0.2
+  done
   echo
-  echo "A demo pod answers at its IP ($pod_ip, on this host's pod bridge):"
-  curl -fsS --max-time 5 "http://$pod_ip:8080/" || echo "(no answer yet)"
+  echo "The web front answers on the NodePort (http://$node_ip:30810/):"
+  curl -fsS --max-time 5 "http://$node_ip:30810/" || echo "(no answer yet)"
+  echo "and on its ClusterIP (http://192.168.192.72:8010/), balanced over its pods:"
+  for _ in 1 2 3 4; do curl -fsS --max-time 5 "http://192.168.192.72:8010/" | grep -o '<h1>.*</h1>' || echo "(no answer)"; done
+  web_pod=$($ctl get pods -n zhidan -l app=web -o 'jsonpath={.items[0].metadata.name}' 2>/dev/null || true)
+  if [ -n "$web_pod" ]; then
+    echo "From inside $web_pod, the server by its cluster DNS name (zhidan-server.zhidan:3000):"
+    $ctl exec -n zhidan "$web_pod" -- wget -qO- -T 5 http://zhidan-server.zhidan:3000/ | grep -o '<h1>.*</h1>' || echo "(no answer)"
+  fi
 fi
 
 cat <<DONE
@@ -154,6 +182,8 @@ cat <<DONE
 The cluster is up. State and logs: $CLUSTER_DIR
   export KUBECONFIG=$CLUSTER_DIR/kubeconfig
   $bin/ctl get namespaces
+  $bin/ctl get all -n zhidan
+  curl http://${node_ip:-<node IP>}:30810/        # the sample application's web front
   curl http://127.0.0.1:$API_HTTP_PORT/metrics
 Stop it with deploy/local-down.sh.
 DONE
