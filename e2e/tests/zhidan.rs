@@ -262,8 +262,7 @@ async fn zhidan_sample_application_runs_end_to_end() {
     let out = cluster.exec(&uid_of(web_pod), container, restarts(web_pod), &["cat", "/etc/resolv.conf"]).expect("exec");
     let resolv = output_text(&out);
     assert!(resolv.contains(&format!("nameserver {DNS_IP}")), "the pod's resolv.conf: {resolv}");
-    // busybox's nslookup sends a dotted name as it is, and its wget (static glibc)
-    // cannot resolve names at all, so the test walks the pod's search path as a
+    // busybox's nslookup sends a dotted name as it is (no search path), so the test walks the pod's search path as a
     // resolver does, asking the cluster DNS from inside the pod, then fetches the
     // page from the address found.
     let searches: Vec<String> = resolv
@@ -290,6 +289,11 @@ async fn zhidan_sample_application_runs_end_to_end() {
     eprintln!("zhidan-server.zhidan resolved in {} as {resolved} -> {SERVER_IP}", name_of(web_pod));
     // Over 50 requests to the ClusterIP, both replicas answer.
     let server_address = SocketAddr::from((SERVER_IP.parse::<Ipv4Addr>().expect("an IP"), SERVER_PORT));
+    // kube-proxy may sync the Endpoints a moment after the Deployments count ready.
+    let start = Instant::now();
+    while ask_cluster_ip(&cluster, server_address, 1).await.is_err() && start.elapsed() < DEADLINE {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let answers = match ask_cluster_ip(&cluster, server_address, 60).await {
         Ok(answers) => answers,
         Err(e) => {
@@ -330,9 +334,9 @@ async fn zhidan_sample_application_runs_end_to_end() {
     assert!(answers.iter().all(|p| web_names.contains(p)), "{answers:?}");
 
     let url = format!("http://{SERVER_IP}:{SERVER_PORT}/");
-    let out = cluster
-        .exec(&uid_of(web_pod), container, restarts(web_pod), &["wget", "-q", "-O", "-", "-T", "5", &url])
-        .expect("exec");
+    // busybox's wget crashes in this static build; nc speaks the HTTP/1.0 request.
+    let fetch = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {SERVER_IP} {SERVER_PORT}");
+    let out = cluster.exec(&uid_of(web_pod), container, restarts(web_pod), &["sh", "-c", &fetch]).expect("exec");
     let page = output_text(&out);
     let answered = pod_in_page(&page);
     if !(out.status.success() && answered.as_ref().is_some_and(|p| server_names.contains(p))) {
@@ -343,7 +347,7 @@ async fn zhidan_sample_application_runs_end_to_end() {
         panic!(
             "wget {url} in {}: {page}\nagain, verbose: {}\nits routes: {}\nits addresses: {}\nkube-proxy's rules:\n{}",
             name_of(web_pod),
-            diagnose(&["wget", "-O", "-", "-T", "5", &url]),
+            diagnose(&["sh", "-c", &fetch]),
             diagnose(&["ip", "route"]),
             diagnose(&["ip", "addr"]),
             cluster.proxy_rules().unwrap_or_default()
