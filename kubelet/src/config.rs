@@ -388,6 +388,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_deploy_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config/kubelet.yaml");
+        let s = load(&["--config", path]).unwrap();
+        assert_eq!(s.cluster_dns, Some(Ipv4Addr::new(169, 254, 20, 10)));
+        assert_eq!(s.network_backend, Backend::HostGw);
+        assert_eq!(s.max_pods, 110);
+    }
+
+    #[test]
     fn reserved_resources_add_up_across_both_flags() {
         let s = load(&["--system-reserved", "cpu=100m,memory=100Mi", "--kube-reserved", "cpu=200m"]).unwrap();
         assert_eq!(s.reserved["cpu"].milli_value(), 300);
@@ -435,21 +444,6 @@ mod tests {
         assert!(error.contains("--container-log-max-size lots"), "{error}");
         let error = load(&["--container-log-max-files", "0"]).unwrap_err().to_string();
         assert!(error.contains("at least 1"), "{error}");
-    }
-
-    #[test]
-    fn the_network_backend_defaults_to_host_gw_and_comes_from_flag_or_file() {
-        assert_eq!(load(&[]).unwrap().network_backend, Backend::HostGw);
-        assert_eq!(load(&["--network-backend", "vxlan"]).unwrap().network_backend, Backend::Vxlan);
-        let error = Flags::try_parse_from(["kubelet", "--network-backend", "udp"]).unwrap_err().to_string();
-        assert!(error.contains("host-gw, vxlan or none"), "{error}");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.yaml");
-        std::fs::write(&path, "network-backend: none\n").unwrap();
-        assert_eq!(load(&["--config", path.to_str().unwrap()]).unwrap().network_backend, Backend::None);
-        std::fs::write(&path, "network-backend: gre\n").unwrap();
-        let error = format!("{:#}", load(&["--config", path.to_str().unwrap()]).unwrap_err());
-        assert!(error.contains("network-backend in --config") && error.contains("\"gre\""), "{error}");
     }
 
     #[test]
