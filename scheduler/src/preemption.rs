@@ -47,12 +47,22 @@ pub fn may_preempt(pod: &PodInfo) -> bool {
     pod.pod.spec.as_ref().is_none_or(|s| s.preemption_policy.as_deref() != Some("Never"))
 }
 
+/// Whether a pod nominated to a node is still waiting there for victims to go: then
+/// it must not preempt again (Kubernetes' PodEligibleToPreemptOthers), or every retry
+/// during the victims' grace period would evict more pods elsewhere.
+fn awaiting_victims(cache: &Cache, pod: &PodInfo) -> bool {
+    let Some(node) = cache.nominated_node(&pod.key).and_then(|name| cache.node(name)) else { return false };
+    node.pods
+        .iter()
+        .any(|p| p.priority < pod.priority && p.pod.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_some()))
+}
+
 /// Highest victim priority, number of victims, sum of their priorities: lower is better.
 type Rank = (i32, usize, i64);
 
 /// The best node and its victims, if preemption can help.
 pub fn find(cache: &Cache, pod: &PodInfo) -> Option<(String, Vec<Arc<PodInfo>>)> {
-    if !may_preempt(pod) {
+    if !may_preempt(pod) || awaiting_victims(cache, pod) {
         return None;
     }
     let facts = PodFacts::new(pod);
@@ -130,5 +140,21 @@ mod tests {
         let names: Vec<&str> = victims.iter().map(|v| v.key.as_str()).collect();
         assert_eq!(names, ["default/low-1"], "low-2 is reprieved: one victim suffices");
         assert!(find(&cache, &pod("equal", "1", 1)).is_none(), "no pod of lower priority to evict");
+    }
+
+    #[test]
+    fn a_nominated_pod_does_not_preempt_again_while_its_victims_terminate() {
+        let mut cache = Cache::default();
+        cache.set_node(node("a", "2"));
+        cache.set_node(node("b", "2"));
+        let mut terminating = (*pod("low-a", "2", 1).pod).clone();
+        terminating.metadata.get_or_insert_with(Default::default).deletion_timestamp =
+            Some(proto::meta::v1::Time { seconds: 1, nanos: 0 });
+        cache.set_bound_pod(Arc::new(PodInfo::new(Arc::new(terminating))), "a");
+        cache.set_bound_pod(pod("low-b", "2", 1), "b");
+        let high = pod("high", "2", 10);
+        assert!(find(&cache, &high).is_some(), "not nominated: it may preempt");
+        cache.nominate(high.clone(), "a");
+        assert!(find(&cache, &high).is_none(), "its victim on a is still terminating: wait, evict nothing on b");
     }
 }
