@@ -153,6 +153,8 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
 
     // Deleting it honours the grace period and leaves nothing behind.
     let uid = pod.metadata.as_ref().unwrap().uid.clone();
+    let logs = node.root.join("logs").join(format!("default_web_{uid}"));
+    assert!(logs.join("web").exists(), "the running pod's logs are at {}", logs.display());
     node.pods()
         .delete("web", proto::meta::v1::DeleteOptions { grace_period_seconds: Some(1), ..Default::default() })
         .await
@@ -160,6 +162,7 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     node.wait_gone("web").await;
     assert!(!node.root.join("runtime").join(&uid).exists(), "runtime state left behind");
     assert!(!node.root.join("pods").join(&uid).exists(), "volumes left behind");
+    assert!(!logs.exists(), "logs left behind at {}", logs.display());
     let cgroup = std::path::Path::new("/sys/fs/cgroup/memory").join(node.cgroup_parent()).join(format!("pod{uid}"));
     let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup").join(node.cgroup_parent()).join(format!("pod{uid}"));
     assert!(!cgroup.exists() && !cgroup_v2.exists(), "the pod's cgroup is left");

@@ -520,13 +520,7 @@ impl Worker {
         let mounts = spec::mounts(container, volumes, etc)?;
         let cwd =
             if container.working_dir.is_empty() { image.working_dir.clone() } else { container.working_dir.clone() };
-        let log_path = self
-            .ctx
-            .settings
-            .log_dir
-            .join(format!("{}_{}_{}", meta.namespace, meta.name, meta.uid))
-            .join(&container.name)
-            .join(format!("{attempt}.log"));
+        let log_path = self.log_dir().join(&container.name).join(format!("{attempt}.log"));
         Ok(ContainerConfig {
             name: container.name.clone(),
             attempt,
@@ -578,10 +572,21 @@ impl Worker {
         }
     }
 
-    /// Keeps each container's latest two attempts (the last one for lastState).
+    /// This pod's log directory: `<log-dir>/<namespace>_<name>_<uid>`.
+    fn log_dir(&self) -> PathBuf {
+        let meta = self.pod.metadata.clone().unwrap_or_default();
+        self.ctx.settings.log_dir.join(format!("{}_{}_{}", meta.namespace, meta.name, meta.uid))
+    }
+
+    /// Keeps each container's latest two attempts (the last one for lastState), and
+    /// the logs of those two (the older one for `logs --previous`).
     async fn prune(&self, spec: &proto::core::v1::PodSpec) {
         let infos = self.ctx.runtime.containers(&self.uid).await;
         for container in spec.init_containers.iter().chain(spec.containers.iter()) {
+            let logs = self.log_dir().join(&container.name);
+            if let Err(e) = crate::runtime::logs::prune_instances(&logs, 2) {
+                tracing::warn!(pod = %self.name(), container = %container.name, error = %e, "removing old logs");
+            }
             let attempts: Vec<&ContainerInfo> = infos.iter().filter(|i| i.name == container.name).collect();
             if attempts.len() > 2 {
                 for old in &attempts[..attempts.len() - 2] {
@@ -737,6 +742,10 @@ impl Worker {
         futures::future::join_all(running.iter().map(|(c, id)| self.stop_container(c, id, grace))).await;
         self.prober.stop_all();
         self.release(&spec).await?;
+        // A finished pod keeps its logs (`logs` of a completed Job's pod) until it goes.
+        if let Err(e) = crate::runtime::logs::remove_pod(&self.ctx.settings.log_dir, &self.uid) {
+            tracing::warn!(pod = %self.name(), error = %e, "removing the pod's logs");
+        }
         if delete {
             let api: Api<Pod> = Api::namespaced(&self.ctx.client, &meta.namespace);
             let options = DeleteOptions {
@@ -771,5 +780,8 @@ pub async fn remove_orphan(ctx: &Context, uid: &str) -> anyhow::Result<()> {
     ctx.runtime.remove_sandbox(uid).await?;
     ctx.network.detach(uid).await?;
     ctx.volumes.teardown(uid)?;
+    if let Err(e) = crate::runtime::logs::remove_pod(&ctx.settings.log_dir, uid) {
+        tracing::warn!(pod = uid, error = %e, "removing the pod's logs");
+    }
     Ok(())
 }

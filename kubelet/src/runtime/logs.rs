@@ -459,6 +459,45 @@ pub fn instances(container_dir: &Path) -> Vec<u32> {
     found
 }
 
+/// Removes the log files (current and rotated) of every instance of the container
+/// whose logs are in `container_dir` except the newest `keep`, so a crash-looping
+/// container does not fill the disk; `--previous` needs `keep` >= 2.
+pub fn prune_instances(container_dir: &Path, keep: usize) -> std::io::Result<()> {
+    let instances = instances(container_dir);
+    for old in &instances[..instances.len().saturating_sub(keep)] {
+        let path = container_dir.join(format!("{old}.log"));
+        for (_, rotated) in rotated_files(&path) {
+            remove_file_if_present(&rotated)?;
+        }
+        remove_file_if_present(&path)?;
+    }
+    Ok(())
+}
+
+/// Removes the logs of the pod with `uid` (its directory `<ns>_<name>_<uid>` under
+/// `log_dir`), once the pod is gone.
+pub fn remove_pod(log_dir: &Path, uid: &str) -> std::io::Result<()> {
+    let suffix = format!("_{uid}");
+    let entries = match std::fs::read_dir(log_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|name| name.ends_with(&suffix)) {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_file_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a whole log into memory (tests and small tools).
 pub fn read_all(path: &Path, timestamps: bool) -> std::io::Result<Vec<u8>> {
     let mut text = Vec::new();
@@ -575,5 +614,25 @@ mod tests {
         running_tx.send(false).unwrap();
         assert!(rx.blocking_recv().is_none(), "the follow did not end with the container");
         reader.join().unwrap();
+    }
+
+    #[test]
+    fn old_instances_and_gone_pods_lose_their_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = dir.path().join("default_web_uid-1");
+        let container = pod.join("app");
+        std::fs::create_dir_all(&container).unwrap();
+        for name in ["0.log", "0.log.1", "1.log", "1.log.3", "2.log", "3.log"] {
+            std::fs::write(container.join(name), "x").unwrap();
+        }
+        prune_instances(&container, 2).unwrap();
+        assert_eq!(instances(&container), vec![2, 3]);
+        assert!(!container.join("1.log.3").exists(), "rotated files of a pruned instance go too");
+        let other = dir.path().join("default_web_uid-10");
+        std::fs::create_dir_all(&other).unwrap();
+        remove_pod(dir.path(), "uid-1").unwrap();
+        assert!(!pod.exists());
+        assert!(other.exists(), "only the pod with that exact uid");
+        remove_pod(&dir.path().join("missing"), "uid-1").unwrap();
     }
 }
