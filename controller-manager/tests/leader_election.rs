@@ -327,16 +327,17 @@ async fn a_resumed_old_leader_acts_no_more_until_it_wins_the_lease_again() {
     assert_eq!(lease_holder(&leases).await.as_deref(), Some(standby_identity.as_str()));
     drop(follower);
 
-    let seen = observed.lock().unwrap();
-    assert!(seen.created.is_empty(), "pods were created while nothing needed them: {:?}", seen.created);
-    assert!(seen.most_live <= REPLICAS, "the set had {} live pods at once (replicas {REPLICAS})", seen.most_live);
-    assert!(seen.node_changes.is_empty(), "n1 was written as not Ready or tainted: {:?}", seen.node_changes);
-    assert!(
-        seen.holders.iter().all(|h| h == &standby_identity),
-        "the Lease was written with other holders than the standby: {:?}",
-        seen.holders
-    );
-    drop(seen);
+    {
+        let seen = observed.lock().unwrap();
+        assert!(seen.created.is_empty(), "pods were created while nothing needed them: {:?}", seen.created);
+        assert!(seen.most_live <= REPLICAS, "the set had {} live pods at once (replicas {REPLICAS})", seen.most_live);
+        assert!(seen.node_changes.is_empty(), "n1 was written as not Ready or tainted: {:?}", seen.node_changes);
+        assert!(
+            seen.holders.iter().all(|h| h == &standby_identity),
+            "the Lease was written with other holders than the standby: {:?}",
+            seen.holders
+        );
+    }
     assert_eq!(live_pods(&pods, "guarded").await, replaced, "the set's pods are those the standby left");
     assert_eq!(ready_status(&nodes.get("n1").await.unwrap()), "True");
 
