@@ -49,17 +49,9 @@ impl ServiceAccountController {
             }
         }));
         let this = self.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(namespace) = this.queue.get().await {
-                match this.sync(&namespace).await {
-                    Ok(()) => this.queue.forget(&namespace),
-                    Err(e) => {
-                        tracing::warn!(namespace, error = %e, "creating the default service account failed");
-                        this.queue.add_rate_limited(namespace.clone());
-                    }
-                }
-                this.queue.done(&namespace);
-            }
+        tasks.extend(crate::tasks::spawn_workers(&self.queue, 1, "serviceaccount", move |namespace| {
+            let this = this.clone();
+            async move { this.sync(&namespace).await }
         }));
         let _stop = crate::tasks::AbortOnDrop(tasks);
         std::future::pending::<()>().await;

@@ -73,21 +73,11 @@ impl EndpointsController {
                 }
             }
         }));
-        for _ in 0..workers.max(1) {
-            let this = self.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(key) = this.queue.get().await {
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            tracing::warn!(key, error = %e, "endpoints sync failed; retrying");
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }));
-        }
+        let this = self.clone();
+        tasks.extend(crate::tasks::spawn_workers(&self.queue, workers, "endpoints", move |key| {
+            let this = this.clone();
+            async move { this.sync(&key).await }
+        }));
         let _stop = crate::tasks::AbortOnDrop(tasks);
         std::future::pending::<()>().await;
     }

@@ -77,21 +77,11 @@ impl JobController {
                 this.on_pod(change);
             }
         }));
-        for _ in 0..workers.max(1) {
-            let this = self.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(key) = this.queue.get().await {
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            tracing::warn!(job = key, error = %e, "sync failed; retrying");
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }));
-        }
+        let this = self.clone();
+        tasks.extend(crate::tasks::spawn_workers(&self.queue, workers, "job", move |key| {
+            let this = this.clone();
+            async move { this.sync(&key).await }
+        }));
         let _stop = crate::tasks::AbortOnDrop(tasks);
         std::future::pending::<()>().await;
     }
