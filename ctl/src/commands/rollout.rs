@@ -360,16 +360,32 @@ async fn undo(connection: &Connection, args: &RolloutUndoArgs) -> Result<()> {
         anyhow::bail!("unable to find specified revision {} in history", args.to_revision);
     };
     let template = bare_template(rs.pointer("/spec/template").unwrap_or(&Json::Null));
-    let shown = name_of(info, &name);
-    let changed = modify(connection, info, &namespace, &name, DryRun::None, |deployment| {
-        let current = bare_template(deployment.pointer("/spec/template").unwrap_or(&Json::Null));
-        if current == template {
+    restore_template(connection, info, &namespace, &name, *revision, &template, |current| {
+        bare_template(current) == template
+    })
+    .await
+}
+
+/// Makes `template` the object's pod template again unless `matches` says the
+/// current one already is it, and says which happened as kubectl does.
+async fn restore_template(
+    connection: &Connection,
+    info: &'static KindInfo,
+    namespace: &str,
+    name: &str,
+    revision: i64,
+    template: &Json,
+    matches: impl Fn(&Json) -> bool,
+) -> Result<()> {
+    let changed = modify(connection, info, namespace, name, DryRun::None, |object| {
+        if matches(object.pointer("/spec/template").unwrap_or(&Json::Null)) {
             return Ok(false);
         }
-        deployment["spec"]["template"] = template.clone();
+        object["spec"]["template"] = template.clone();
         Ok(true)
     })
     .await?;
+    let shown = name_of(info, name);
     if changed.is_some() {
         println!("{shown} rolled back");
     } else {
@@ -411,21 +427,7 @@ async fn undo_to_controller_revision(
             "controllerrevision \"{revision_name}\" (revision {revision}) holds no pod template under data.spec.template"
         );
     };
-    let shown = name_of(info, name);
-    let changed = modify(connection, info, &namespace, name, DryRun::None, |set| {
-        if set.pointer("/spec/template") == Some(template) {
-            return Ok(false);
-        }
-        set["spec"]["template"] = template.clone();
-        Ok(true)
-    })
-    .await?;
-    if changed.is_some() {
-        println!("{shown} rolled back");
-    } else {
-        println!("{shown} skipped rollback (current template already matches revision {revision})");
-    }
-    Ok(())
+    restore_template(connection, info, &namespace, name, *revision, template, |current| current == template).await
 }
 
 async fn restart(connection: &Connection, args: &RolloutTarget) -> Result<()> {
