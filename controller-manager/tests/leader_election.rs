@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,10 @@ use futures::StreamExt as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use proto::Resource as _;
-use proto::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use proto::apps::v1::ReplicaSet;
 use proto::coordination::v1::{Lease, LeaseSpec};
-use proto::core::v1::{Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, PodTemplateSpec};
-use proto::meta::v1::{DeleteOptions, LabelSelector, MicroTime, ObjectMeta, Time};
+use proto::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod};
+use proto::meta::v1::{DeleteOptions, MicroTime, ObjectMeta, Time};
 
 const REPLICAS: usize = 2;
 /// The controller-managers' node grace period; the leader stays frozen longer.
@@ -138,26 +138,6 @@ fn node_heartbeat(client: &Client, node: &str) -> tokio::task::JoinHandle<()> {
     })
 }
 
-fn replica_set(name: &str, replicas: i32) -> ReplicaSet {
-    let labels: BTreeMap<String, String> = [("app".to_string(), name.to_string())].into();
-    ReplicaSet {
-        metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(replicas),
-            selector: Some(LabelSelector { match_labels: labels.clone(), ..Default::default() }),
-            template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels, ..Default::default() }),
-                spec: Some(PodSpec {
-                    containers: vec![Container { name: "c".into(), image: "busybox".into(), ..Default::default() }],
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
 /// Names of the live (not terminating) pods labelled app=`app`.
 async fn live_pods(pods: &Api<Pod>, app: &str) -> BTreeSet<String> {
     let Ok(list) = pods.list(&ListParams::labels(&format!("app={app}"))).await else { return BTreeSet::new() };
@@ -267,7 +247,10 @@ async fn a_resumed_old_leader_acts_no_more_until_it_wins_the_lease_again() {
 
     nodes.create(&ready_node("n1")).await.unwrap();
     let _kubelet = common::AbortOnDrop(node_heartbeat(client, "n1"));
-    Api::<ReplicaSet>::namespaced(client, "default").create(&replica_set("guarded", REPLICAS as i32)).await.unwrap();
+    Api::<ReplicaSet>::namespaced(client, "default")
+        .create(&common::replica_set("guarded", REPLICAS as i32))
+        .await
+        .unwrap();
     common::eventually("the leader creates the replicas", || async {
         live_pods(&pods, "guarded").await.len() == REPLICAS
     })

@@ -7,19 +7,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use client::{Api, Client, ListParams};
 use proto::Resource as _;
-use proto::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use proto::apps::v1::ReplicaSet;
 use proto::coordination::v1::{Lease, LeaseSpec};
-use proto::core::v1::{
-    Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, PodTemplateSpec, Taint, Toleration,
-};
-use proto::meta::v1::{LabelSelector, MicroTime, ObjectMeta, Time};
+use proto::core::v1::{Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, Taint, Toleration};
+use proto::meta::v1::{MicroTime, ObjectMeta, Time};
 
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
@@ -107,24 +104,11 @@ fn short_tolerations() -> Vec<Toleration> {
 }
 
 fn replica_set(name: &str, replicas: i32, tolerations: Vec<Toleration>) -> ReplicaSet {
-    let labels: BTreeMap<String, String> = [("app".to_string(), name.to_string())].into();
-    ReplicaSet {
-        metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(replicas),
-            selector: Some(LabelSelector { match_labels: labels.clone(), ..Default::default() }),
-            template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels, ..Default::default() }),
-                spec: Some(PodSpec {
-                    containers: vec![Container { name: "c".into(), image: "busybox".into(), ..Default::default() }],
-                    tolerations,
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-        status: None,
+    let mut set = common::replica_set(name, replicas);
+    if let Some(pod) = set.spec.as_mut().and_then(|s| s.template.as_mut()).and_then(|t| t.spec.as_mut()) {
+        pod.tolerations = tolerations;
     }
+    set
 }
 
 async fn list(pods: &Api<Pod>, selector: &str) -> Vec<Pod> {

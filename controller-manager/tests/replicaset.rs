@@ -12,29 +12,9 @@ use std::time::Duration;
 use client::{Api, ListParams, PatchType, WatchEvent};
 use futures::StreamExt as _;
 use proto::Resource as _;
-use proto::apps::v1::{ReplicaSet, ReplicaSetSpec};
-use proto::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
-use proto::meta::v1::{LabelSelector, ObjectMeta};
-
-fn replica_set(name: &str, replicas: i32) -> ReplicaSet {
-    let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), name.to_string())].into();
-    ReplicaSet {
-        metadata: Some(ObjectMeta { name: name.to_string(), ..Default::default() }),
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(replicas),
-            selector: Some(LabelSelector { match_labels: labels.clone(), ..Default::default() }),
-            template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels, ..Default::default() }),
-                spec: Some(PodSpec {
-                    containers: vec![Container { name: "c".into(), image: "busybox".into(), ..Default::default() }],
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
+use proto::apps::v1::ReplicaSet;
+use proto::core::v1::{Container, Pod, PodSpec};
+use proto::meta::v1::ObjectMeta;
 
 /// Follows pods labelled app=NAME, tracking the live (not terminating) set after
 /// every event; returns when `done` holds, panicking if `never` ever holds.
@@ -77,7 +57,7 @@ async fn a_replica_set_keeps_its_count_through_duplicate_events_deletes_and_scal
     let mut watch = pods.watch(&ListParams::labels("app=web"), "").await.unwrap();
     let mut live = BTreeSet::new();
 
-    sets.create(&replica_set("web", 3)).await.unwrap();
+    sets.create(&common::replica_set("web", 3)).await.unwrap();
     follow_pods(&mut watch, &mut live, |l| l.len() == 3, |l| l.len() > 3).await;
 
     // A storm of events: the set touched 50 times, every pod's status written.
@@ -135,7 +115,7 @@ async fn orphans_are_adopted_and_pods_that_stop_matching_are_released() {
     };
     pods.create(&orphan).await.unwrap();
     let sets: Api<ReplicaSet> = Api::namespaced(&cluster.client, "default");
-    let set = sets.create(&replica_set("db", 2)).await.unwrap();
+    let set = sets.create(&common::replica_set("db", 2)).await.unwrap();
     let uid = set.metadata().uid.clone();
     let mut adopted = false;
     let mut count = 0;
@@ -175,7 +155,7 @@ async fn a_standby_controller_manager_takes_over_when_the_leader_dies() {
     let (mut first, first_http) = common::controller_manager(&cluster, "first");
     let sets: Api<ReplicaSet> = Api::namespaced(&cluster.client, "default");
     let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
-    sets.create(&replica_set("a", 1)).await.unwrap();
+    sets.create(&common::replica_set("a", 1)).await.unwrap();
     let wait_pods = |selector: &'static str, n: usize| {
         let pods = pods.clone();
         async move {
@@ -199,7 +179,7 @@ async fn a_standby_controller_manager_takes_over_when_the_leader_dies() {
     assert_eq!(leader_metric(second_http.clone()).await.as_deref(), Some("0"), "the second stands by");
 
     first.kill();
-    sets.create(&replica_set("b", 2)).await.unwrap();
+    sets.create(&common::replica_set("b", 2)).await.unwrap();
     wait_pods("app=b", 2).await;
     assert_eq!(leader_metric(second_http).await.as_deref(), Some("1"));
 }

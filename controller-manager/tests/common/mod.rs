@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use client::Client;
+use proto::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use proto::core::v1::{Container, PodSpec, PodTemplateSpec};
+use proto::meta::v1::{LabelSelector, ObjectMeta};
 
 pub struct Cluster {
     pub client: Client,
@@ -118,5 +121,26 @@ pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// A ReplicaSet of `replicas` busybox pods labelled app=NAME.
+pub fn replica_set(name: &str, replicas: i32) -> ReplicaSet {
+    let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), name.to_string())].into();
+    ReplicaSet {
+        metadata: Some(ObjectMeta { name: name.to_string(), ..Default::default() }),
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            selector: Some(LabelSelector { match_labels: labels.clone(), ..Default::default() }),
+            template: Some(PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels, ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![Container { name: "c".into(), image: "busybox".into(), ..Default::default() }],
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
     }
 }
