@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Parser;
 use serde::Deserialize;
 
@@ -65,13 +65,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn load(flags: Flags) -> anyhow::Result<Settings> {
-        let file = match &flags.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                serde_yaml::from_str::<FileSettings>(&text).with_context(|| format!("parsing {}", path.display()))?
-            }
-            None => FileSettings::default(),
-        };
+        let file: FileSettings = ops::settings::read_file(flags.config.as_deref())?;
         let etcd_servers =
             flags.etcd_servers.or(file.etcd_servers).unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_string()]);
         if etcd_servers.iter().any(|s| s.trim().is_empty()) {

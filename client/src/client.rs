@@ -1,6 +1,7 @@
 //! A connection to the apiserver and the calls of its gRPC API, untyped: objects are
 //! encoded bytes of a known kind. `Api<K>` (in `api.rs`) adds types on top.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -18,10 +19,21 @@ use proto::{ApiError, KindInfo, Reason};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::fence::Fence;
-use crate::kubeconfig::Resolved;
+use crate::kubeconfig::{Kubeconfig, KubeconfigError, Resolved};
 
 /// Largest message accepted: a big list arrives in one message.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Why a daemon has no client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("--master {server}: {source}")]
+    Master { server: String, source: ApiError },
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    #[error(transparent)]
+    Client(#[from] ApiError),
+}
 
 #[derive(Clone)]
 pub struct Client {
@@ -123,6 +135,18 @@ impl Client {
             )));
         }
         Client::new(&resolved.cluster.server, &resolved.namespace)
+    }
+
+    /// A daemon's client: `--master` when given, else the current context of the
+    /// kubeconfig (`--kubeconfig`, $KUBECONFIG or ~/.kube/config).
+    pub fn for_daemon(master: Option<&str>, kubeconfig: Option<&Path>) -> Result<Client, ConnectError> {
+        if let Some(server) = master {
+            return Client::new(server, "default")
+                .map_err(|source| ConnectError::Master { server: server.to_string(), source });
+        }
+        let path = Kubeconfig::locate(kubeconfig).ok_or(KubeconfigError::NotFound)?;
+        let resolved = Kubeconfig::load(&path)?.resolve(None)?;
+        Ok(Client::from_kubeconfig(&resolved)?)
     }
 
     /// The same connection, refusing every write while `fence` is closed: the

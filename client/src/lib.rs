@@ -11,6 +11,6 @@ pub mod kubeconfig;
 pub mod runtime;
 
 pub use api::{Api, ObjectList, WatchEvent};
-pub use client::{Client, ListParams, PatchType, RawEvent};
+pub use client::{Client, ConnectError, ListParams, PatchType, RawEvent};
 pub use fence::Fence;
 pub use kubeconfig::Kubeconfig;

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Parser;
+use ops::settings::{self, LeaderElection, LeaderElectionFile, LeaderElectionFlags, parse_duration};
 use serde::Deserialize;
 
 use crate::controllers::nodeipam::cidrs::{Cidr, CidrPool};
@@ -30,18 +31,8 @@ pub struct Flags {
     /// Address of /healthz, /readyz and /metrics [default: 127.0.0.1:10257].
     #[arg(long)]
     pub http_address: Option<SocketAddr>,
-    /// Elect a leader so that only one of several replicas acts [default: true].
-    #[arg(long)]
-    pub leader_elect: Option<bool>,
-    /// How long a leader's Lease lasts without renewal [default: 15s].
-    #[arg(long, value_parser = parse_duration)]
-    pub leader_elect_lease_duration: Option<Duration>,
-    /// How long a leader tries to renew before it stops leading [default: 10s].
-    #[arg(long, value_parser = parse_duration)]
-    pub leader_elect_renew_deadline: Option<Duration>,
-    /// How often candidates try to acquire and leaders renew [default: 2s].
-    #[arg(long, value_parser = parse_duration)]
-    pub leader_elect_retry_period: Option<Duration>,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionFlags,
     /// Workers per replication controller [default: 5].
     #[arg(long)]
     pub concurrent_replicaset_syncs: Option<usize>,
@@ -95,10 +86,7 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     pub master: Option<String>,
     pub http_address: SocketAddr,
-    pub leader_elect: bool,
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
+    pub leader_election: LeaderElection,
     pub replicaset_workers: usize,
     /// None when node CIDR allocation is off.
     pub node_cidrs: Option<(Cidr, u8)>,
@@ -108,62 +96,23 @@ pub struct Settings {
     pub job_backoff_max: Duration,
 }
 
-/// "15s", "500ms", "2m", or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration such as 15s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("\"{text}\": unknown unit \"{unit}\" (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("\"{text}\" is out of range"))
-}
-
 impl Settings {
     pub fn load(flags: Flags) -> anyhow::Result<Settings> {
-        let file: FileSettings = match &flags.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
-                serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
-            }
-            None => FileSettings::default(),
+        let file: FileSettings = settings::read_file(flags.config.as_deref())?;
+        let leader_election = flags.leader_election.resolve(LeaderElectionFile {
+            leader_elect: file.leader_elect,
+            lease_duration: file.leader_elect_lease_duration,
+            renew_deadline: file.leader_elect_renew_deadline,
+            retry_period: file.leader_elect_retry_period,
+        })?;
+        let duration = |flag: Option<Duration>, file: Option<String>, key: &str, seconds: u64| {
+            settings::duration(flag, file, key, Duration::from_secs(seconds))
         };
-        let duration =
-            |flag: Option<Duration>, file: Option<String>, name: &str, default: u64| -> anyhow::Result<Duration> {
-                match (flag, file) {
-                    (Some(d), _) => Ok(d),
-                    (None, Some(text)) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name} in --config: {e}")),
-                    (None, None) => Ok(Duration::from_secs(default)),
-                }
-            };
         let settings = Settings {
             kubeconfig: flags.kubeconfig.or(file.kubeconfig),
             master: flags.master.or(file.master),
             http_address: flags.http_address.or(file.http_address).unwrap_or_else(|| ([127, 0, 0, 1], 10257).into()),
-            leader_elect: flags.leader_elect.or(file.leader_elect).unwrap_or(true),
-            lease_duration: duration(
-                flags.leader_elect_lease_duration,
-                file.leader_elect_lease_duration,
-                "leader-elect-lease-duration",
-                15,
-            )?,
-            renew_deadline: duration(
-                flags.leader_elect_renew_deadline,
-                file.leader_elect_renew_deadline,
-                "leader-elect-renew-deadline",
-                10,
-            )?,
-            retry_period: duration(
-                flags.leader_elect_retry_period,
-                file.leader_elect_retry_period,
-                "leader-elect-retry-period",
-                2,
-            )?,
+            leader_election,
             replicaset_workers: flags.concurrent_replicaset_syncs.or(file.concurrent_replicaset_syncs).unwrap_or(5),
             node_cidrs: None,
             node_monitor_grace_period: duration(
@@ -189,18 +138,8 @@ impl Settings {
             CidrPool::new(cidr, mask).map_err(|e| anyhow::anyhow!("--node-cidr-mask-size: {e}"))?;
             settings.node_cidrs = Some((cidr, mask));
         }
-        if settings.renew_deadline >= settings.lease_duration {
-            bail!(
-                "--leader-elect-renew-deadline ({:?}) must be shorter than --leader-elect-lease-duration ({:?})",
-                settings.renew_deadline,
-                settings.lease_duration
-            );
-        }
         if settings.node_monitor_period.is_zero() {
             bail!("--node-monitor-period must be longer than 0 (for instance 5s)");
-        }
-        if settings.retry_period >= settings.renew_deadline {
-            bail!("--leader-elect-retry-period must be shorter than --leader-elect-renew-deadline");
         }
         Ok(settings)
     }
@@ -209,16 +148,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_kubernetes_writes_them() {
-        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3 parsecs").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("fast").is_err());
-    }
 
     #[test]
     fn a_renew_deadline_past_the_lease_is_refused() {

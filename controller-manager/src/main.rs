@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use clap::Parser as _;
 use client::Client;
-use client::kubeconfig::Kubeconfig;
 use client::runtime::{LeaderElectionConfig, LeaderElector};
 use controller_manager::config::{Flags, Settings};
 use controller_manager::context::Context;
@@ -14,17 +13,17 @@ use controller_manager::controllers;
 async fn main() -> anyhow::Result<()> {
     ops::logging::init();
     let settings = Settings::load(Flags::parse())?;
-    let client = connect(&settings)?;
+    let client = Client::for_daemon(settings.master.as_deref(), settings.kubeconfig.as_deref())?;
     let host =
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
     // With leader election, every write the controllers make goes through a client
     // fenced by the lease, so a leader woken from a pause cannot act on stale state.
-    let elector = if settings.leader_elect {
+    let elector = if settings.leader_election.enabled {
         let identity = format!("{host}_{}", std::process::id());
         let config = LeaderElectionConfig {
-            lease_duration: settings.lease_duration,
-            renew_deadline: settings.renew_deadline,
-            retry_period: settings.retry_period,
+            lease_duration: settings.leader_election.lease_duration,
+            renew_deadline: settings.leader_election.renew_deadline,
+            retry_period: settings.leader_election.retry_period,
             ..LeaderElectionConfig::new("kube-system", "kube-controller-manager", &identity)
         };
         tracing::info!(identity, "campaigning for the kube-system/kube-controller-manager lease");
@@ -66,17 +65,6 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn connect(settings: &Settings) -> anyhow::Result<Client> {
-    if let Some(server) = &settings.master {
-        return Client::new(server, "default").with_context(|| format!("--master {server}"));
-    }
-    let path = Kubeconfig::locate(settings.kubeconfig.as_deref())
-        .context("no kubeconfig: pass --kubeconfig or --master, or set $KUBECONFIG")?;
-    let config = Kubeconfig::load(&path)?;
-    let resolved = config.resolve(None)?;
-    Ok(Client::from_kubeconfig(&resolved)?)
 }
 
 struct Probe {

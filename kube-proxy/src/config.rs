@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use ops::settings::{self, parse_duration};
 use serde::Deserialize;
 
 use crate::model::Cidr;
@@ -178,37 +179,9 @@ fn dns_settings(
     Ok(Some(DnsSettings { listen, domain, upstreams }))
 }
 
-/// "15s", "500ms", "2m", or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration such as 15s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("\"{text}\": unknown unit \"{unit}\" (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("\"{text}\" is out of range"))
-}
-
 impl Settings {
     pub fn load(flags: Flags) -> anyhow::Result<Settings> {
-        let file: FileSettings = match &flags.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
-                serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
-            }
-            None => FileSettings::default(),
-        };
-        let duration = |flag: Option<Duration>, file: Option<String>, name: &str, default: Duration| match (flag, file)
-        {
-            (Some(d), _) => Ok(d),
-            (None, Some(text)) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name} in --config: {e}")),
-            (None, None) => Ok(default),
-        };
+        let file: FileSettings = settings::read_file(flags.config.as_deref())?;
         let hostname = match flags.hostname_override.or(file.hostname_override) {
             Some(name) => name,
             None => nix::unistd::gethostname()
@@ -238,8 +211,13 @@ impl Settings {
             cluster_cidr,
             nodeport_cidrs,
             cleanup: flags.cleanup || file.cleanup.unwrap_or(false),
-            sync_period: duration(flags.sync_period, file.sync_period, "sync-period", Duration::from_secs(30))?,
-            min_sync_interval: duration(
+            sync_period: settings::duration(
+                flags.sync_period,
+                file.sync_period,
+                "sync-period",
+                Duration::from_secs(30),
+            )?,
+            min_sync_interval: settings::duration(
                 flags.min_sync_interval,
                 file.min_sync_interval,
                 "min-sync-interval",

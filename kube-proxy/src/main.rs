@@ -3,7 +3,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use client::Client;
-use client::kubeconfig::Kubeconfig;
 use client::runtime::SharedInformers;
 use kube_proxy::cluster_dns;
 use kube_proxy::config::{Flags, ProxyMode, Settings};
@@ -20,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     if settings.cleanup {
         return cleanup().await;
     }
-    let client = connect(&settings)?;
+    let client = Client::for_daemon(settings.master.as_deref(), settings.kubeconfig.as_deref())?;
 
     // Unhealthy once syncs have stopped for two periods (with a floor for short test periods).
     let stale_after = (settings.sync_period * 2).max(std::time::Duration::from_secs(10));
@@ -99,17 +98,6 @@ async fn cleanup() -> anyhow::Result<()> {
         "cleaned up"
     );
     Ok(())
-}
-
-fn connect(settings: &Settings) -> anyhow::Result<Client> {
-    if let Some(server) = &settings.master {
-        return Client::new(server, "default").with_context(|| format!("--master {server}"));
-    }
-    let path = Kubeconfig::locate(settings.kubeconfig.as_deref())
-        .context("no kubeconfig: pass --kubeconfig or --master, or set $KUBECONFIG")?;
-    let config = Kubeconfig::load(&path)?;
-    let resolved = config.resolve(None)?;
-    Ok(Client::from_kubeconfig(&resolved)?)
 }
 
 struct Probe {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
+use ops::settings::{self, parse_duration};
 use proto::core::v1::Taint;
 use proto::quantity::Amount;
 use serde::Deserialize;
@@ -190,21 +191,6 @@ pub struct Settings {
     pub log_rotation: crate::runtime::logs::Rotation,
 }
 
-/// "15s", "500ms", "2m", or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration such as 15s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("\"{text}\": unknown unit \"{unit}\" (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("\"{text}\" is out of range"))
-}
-
 /// "a=1,b=2" as a map; `what` names the flag in errors.
 fn parse_pairs(text: &str, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let mut pairs = BTreeMap::new();
@@ -246,14 +232,7 @@ fn reserved_amounts(pairs: &BTreeMap<String, String>, what: &str) -> anyhow::Res
 
 impl Settings {
     pub fn load(flags: Flags) -> anyhow::Result<Settings> {
-        let file: FileSettings = match &flags.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
-                serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
-            }
-            None => FileSettings::default(),
-        };
+        let file: FileSettings = settings::read_file(flags.config.as_deref())?;
         let node_name = match flags.hostname_override.or(file.hostname_override) {
             Some(name) => name,
             None => nix::unistd::gethostname()
@@ -290,13 +269,12 @@ impl Settings {
         let cidr = |text: Option<String>, what: &str| -> anyhow::Result<Option<Ipv4Cidr>> {
             text.map(|t| t.parse::<Ipv4Cidr>().map_err(|e| anyhow!("{what}: {e}"))).transpose()
         };
-        let status_update_frequency = match (flags.node_status_update_frequency, file.node_status_update_frequency) {
-            (Some(d), _) => d,
-            (None, Some(text)) => {
-                parse_duration(&text).map_err(|e| anyhow!("node-status-update-frequency in --config: {e}"))?
-            }
-            (None, None) => Duration::from_secs(10),
-        };
+        let status_update_frequency = settings::duration(
+            flags.node_status_update_frequency,
+            file.node_status_update_frequency,
+            "node-status-update-frequency",
+            Duration::from_secs(10),
+        )?;
         let mut registries = file.registries;
         for item in &flags.registry_mirror {
             let (host, mirror) = item.split_once('=').ok_or_else(|| {

@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Parser;
+use ops::settings::{self, LeaderElection, LeaderElectionFile, LeaderElectionFlags};
 use serde::Deserialize;
 
 use crate::scores::Weights;
@@ -31,18 +31,8 @@ pub struct Flags {
     /// Pods whose spec.schedulerName is this are ours [default: default-scheduler].
     #[arg(long)]
     pub scheduler_name: Option<String>,
-    /// Elect a leader so that only one of several replicas acts [default: true].
-    #[arg(long)]
-    pub leader_elect: Option<bool>,
-    /// How long a leader's Lease lasts without renewal [default: 15s].
-    #[arg(long, value_parser = parse_duration)]
-    pub leader_elect_lease_duration: Option<Duration>,
-    /// How long a leader tries to renew before it stops leading [default: 10s].
-    #[arg(long, value_parser = parse_duration)]
-    pub leader_elect_renew_deadline: Option<Duration>,
-    /// How often candidates try to acquire and leaders renew [default: 2s].
-    #[arg(long, value_parser = parse_duration)]
-    pub leader_elect_retry_period: Option<Duration>,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionFlags,
     /// Stop filtering once this share of nodes is feasible; 0 adapts to the cluster size [default: 0].
     #[arg(long)]
     pub percentage_of_nodes_to_score: Option<u32>,
@@ -73,44 +63,21 @@ pub struct Settings {
     pub master: Option<String>,
     pub http_address: SocketAddr,
     pub scheduler_name: String,
-    pub leader_elect: bool,
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
+    pub leader_election: LeaderElection,
     pub percentage_of_nodes_to_score: u32,
     pub max_bindings_in_flight: usize,
     pub weights: Weights,
 }
 
-/// "15s", "500ms", "2m", or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a duration such as 15s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("\"{text}\": unknown unit \"{unit}\" (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("\"{text}\" is out of range"))
-}
-
 impl Settings {
     pub fn load(flags: Flags) -> anyhow::Result<Settings> {
-        let file: FileSettings = match &flags.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
-                serde_yaml::from_str(&text).with_context(|| format!("--config {}", path.display()))?
-            }
-            None => FileSettings::default(),
-        };
-        let duration = |flag: Option<Duration>, file: Option<String>, name: &str, default: u64| match (flag, file) {
-            (Some(d), _) => Ok(d),
-            (None, Some(text)) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name} in --config: {e}")),
-            (None, None) => Ok(Duration::from_secs(default)),
-        };
+        let file: FileSettings = settings::read_file(flags.config.as_deref())?;
+        let leader_election = flags.leader_election.resolve(LeaderElectionFile {
+            leader_elect: file.leader_elect,
+            lease_duration: file.leader_elect_lease_duration,
+            renew_deadline: file.leader_elect_renew_deadline,
+            retry_period: file.leader_elect_retry_period,
+        })?;
         let settings = Settings {
             kubeconfig: flags.kubeconfig.or(file.kubeconfig),
             master: flags.master.or(file.master),
@@ -119,25 +86,7 @@ impl Settings {
                 .scheduler_name
                 .or(file.scheduler_name)
                 .unwrap_or_else(|| "default-scheduler".to_string()),
-            leader_elect: flags.leader_elect.or(file.leader_elect).unwrap_or(true),
-            lease_duration: duration(
-                flags.leader_elect_lease_duration,
-                file.leader_elect_lease_duration,
-                "leader-elect-lease-duration",
-                15,
-            )?,
-            renew_deadline: duration(
-                flags.leader_elect_renew_deadline,
-                file.leader_elect_renew_deadline,
-                "leader-elect-renew-deadline",
-                10,
-            )?,
-            retry_period: duration(
-                flags.leader_elect_retry_period,
-                file.leader_elect_retry_period,
-                "leader-elect-retry-period",
-                2,
-            )?,
+            leader_election,
             percentage_of_nodes_to_score: flags
                 .percentage_of_nodes_to_score
                 .or(file.percentage_of_nodes_to_score)
@@ -147,12 +96,6 @@ impl Settings {
         };
         if settings.percentage_of_nodes_to_score > 100 {
             bail!("--percentage-of-nodes-to-score must be between 0 and 100");
-        }
-        if settings.renew_deadline >= settings.lease_duration {
-            bail!("--leader-elect-renew-deadline must be shorter than --leader-elect-lease-duration");
-        }
-        if settings.retry_period >= settings.renew_deadline {
-            bail!("--leader-elect-retry-period must be shorter than --leader-elect-renew-deadline");
         }
         Ok(settings)
     }

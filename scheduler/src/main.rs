@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use clap::Parser as _;
 use client::Client;
-use client::kubeconfig::Kubeconfig;
 use client::runtime::{EventRecorder, LeaderElectionConfig, LeaderElector, SharedInformers};
 use scheduler::config::{Flags, Settings};
 use scheduler::metrics::Metrics;
@@ -18,7 +17,7 @@ use scheduler::scheduling::{self, Profile};
 async fn main() -> anyhow::Result<()> {
     ops::logging::init();
     let settings = Settings::load(Flags::parse())?;
-    let client = connect(&settings)?;
+    let client = Client::for_daemon(settings.master.as_deref(), settings.kubeconfig.as_deref())?;
     let host =
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
     let leading = Arc::new(AtomicBool::new(false));
@@ -38,12 +37,12 @@ async fn main() -> anyhow::Result<()> {
 
     // With leader election, everything the scheduling loop writes (bindings,
     // statuses, events) goes through a client fenced by the lease.
-    let elector = if settings.leader_elect {
+    let elector = if settings.leader_election.enabled {
         let identity = format!("{host}_{}", std::process::id());
         let config = LeaderElectionConfig {
-            lease_duration: settings.lease_duration,
-            renew_deadline: settings.renew_deadline,
-            retry_period: settings.retry_period,
+            lease_duration: settings.leader_election.lease_duration,
+            renew_deadline: settings.leader_election.renew_deadline,
+            retry_period: settings.leader_election.retry_period,
             ..LeaderElectionConfig::new("kube-system", "kube-scheduler", &identity)
         };
         config.validate().context("leader election")?;
@@ -93,17 +92,6 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn connect(settings: &Settings) -> anyhow::Result<Client> {
-    if let Some(server) = &settings.master {
-        return Client::new(server, "default").with_context(|| format!("--master {server}"));
-    }
-    let path = Kubeconfig::locate(settings.kubeconfig.as_deref())
-        .context("no kubeconfig: pass --kubeconfig or --master, or set $KUBECONFIG")?;
-    let config = Kubeconfig::load(&path)?;
-    let resolved = config.resolve(None)?;
-    Ok(Client::from_kubeconfig(&resolved)?)
 }
 
 struct Probe {
