@@ -1,9 +1,12 @@
 //! Pod volumes on the host: each volume of a pod becomes a host path that containers
 //! bind-mount. emptyDir (a directory, tmpfs for medium Memory), hostPath (created or
 //! checked by type), configMap and secret (files written from the object, rewritten
-//! when it changes), persistentVolumeClaim (the bound PV's hostPath or local path).
+//! when it changes), nfs (the export mounted through the node's NFS client), and
+//! persistentVolumeClaim (the bound PV's hostPath, local path or NFS export).
 //! Everything the kubelet creates lives under `<root>/<pod-uid>/` and is removed by
 //! `teardown`.
+
+pub mod nfs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
@@ -139,6 +142,13 @@ impl Volumes {
             write_projection(name, &dir, &files, &source.items, source.default_mode.unwrap_or(0o644))?;
             return Ok(HostVolume { path: dir, read_only: true });
         }
+        if let Some(source) = &volume.nfs {
+            let dir = base.join("nfs").join(name);
+            let export =
+                nfs::Export { server: &source.server, path: &source.path, read_only: source.read_only, options: &[] };
+            nfs::mount(name, &export, &dir).await?;
+            return Ok(HostVolume { path: dir, read_only: source.read_only });
+        }
         if let Some(source) = &volume.persistent_volume_claim {
             let claims: Api<PersistentVolumeClaim> = Api::namespaced(&self.client, namespace);
             let claim = match claims.get(&source.claim_name).await {
@@ -162,11 +172,21 @@ impl Volumes {
                 host_path(name, Path::new(&h.path), h.r#type.as_deref().unwrap_or(""))?.path
             } else if let Some(local) = &spec.local {
                 PathBuf::from(&local.path)
+            } else if let Some(export) = &spec.nfs {
+                let dir = base.join("nfs").join(name);
+                let export = nfs::Export {
+                    server: &export.server,
+                    path: &export.path,
+                    read_only: export.read_only || source.read_only,
+                    options: &spec.mount_options,
+                };
+                nfs::mount(name, &export, &dir).await?;
+                dir
             } else {
                 return Err(invalid(
                     name,
                     format!(
-                        "persistentvolume \"{pv_name}\" is neither hostPath nor local; no other kind is supported on this node"
+                        "persistentvolume \"{pv_name}\" is not hostPath, local or nfs; no other kind is supported on this node"
                     ),
                 ));
             };
@@ -174,15 +194,17 @@ impl Volumes {
         }
         Err(invalid(
             name,
-            "this volume type is not supported (use emptyDir, hostPath, configMap, secret or persistentVolumeClaim)",
+            "this volume type is not supported (use emptyDir, hostPath, configMap, secret, nfs or persistentVolumeClaim)",
         ))
     }
 
     /// Unmounts and removes everything the kubelet made for the pod's volumes.
     pub fn teardown(&self, pod_uid: &str) -> Result<(), VolumeError> {
         let dir = self.pod_dir(pod_uid);
-        let empty = dir.join("empty-dir");
-        if let Ok(entries) = std::fs::read_dir(&empty) {
+        // Mounts go first: removing the directory tree through a live NFS mount would
+        // delete the export's files. A detached unmount cannot hang on a dead server.
+        let mounts = ["empty-dir", "nfs"].map(|kind| dir.join(kind));
+        for entries in mounts.iter().filter_map(|kind| std::fs::read_dir(kind).ok()) {
             for entry in entries.flatten() {
                 if is_mount_point(&entry.path()) {
                     nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
