@@ -75,14 +75,22 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
                     "volumeMounts": [
                         {"name": "out", "mountPath": "/out"},
                         {"name": "cm", "mountPath": "/cm", "readOnly": true},
-                        {"name": "host", "mountPath": "/host", "subPath": "sub"}
+                        {"name": "host", "mountPath": "/host", "subPath": "sub"},
+                        {"name": "info", "mountPath": "/info"},
+                        {"name": "all", "mountPath": "/all"}
                     ]
                 }
             ],
             "volumes": [
                 {"name": "out", "emptyDir": {"medium": "Memory"}},
                 {"name": "cm", "configMap": {"name": "settings"}},
-                {"name": "host", "hostPath": {"path": host_dir.display().to_string(), "type": "DirectoryOrCreate"}}
+                {"name": "host", "hostPath": {"path": host_dir.display().to_string(), "type": "DirectoryOrCreate"}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "all", "projected": {"sources": [
+                    {"configMap": {"name": "settings", "items": [{"key": "colour", "path": "colour"}]}},
+                    {"secret": {"name": "creds"}},
+                    {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}
+                ]}}
             ]
         }
     }))
@@ -126,6 +134,10 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     assert_eq!(read("/out/env").1.trim(), "hello blue hunter2 web 1000:2000");
     assert_eq!(read("/out/cm").1.trim(), "from a configmap");
     assert_eq!(read("/out/hostname").1.trim(), "web");
+    assert_eq!(read("/info/labels").1, "app=\"web\"");
+    let projected =
+        node.exec(&pod, "check", &["sh", "-c", "cat /all/colour; echo; cat /all/password; echo; cat /all/name"]);
+    assert_eq!(projected.1, "blue\nhunter2\nweb", "{projected:?}");
     assert_eq!(node.exec(&pod, "check", &["pwd"]).1.trim(), "/work");
     let (code, _) = node.exec(&pod, "check", &["sh", "-c", "echo x > /cm/new"]);
     assert_ne!(code, 0, "a readOnly mount accepted a write");

@@ -140,7 +140,8 @@ pub fn field_value(pod: &Pod, path: &str, pod_ip: Option<Ipv4Addr>, host_ip: Ipv
     })
 }
 
-fn resource_value(container: &Container, resource: &str, divisor: Option<&str>) -> Result<String, String> {
+/// A container's resource (limits.cpu, requests.memory, ...) in units of `divisor`, rounded up.
+pub(crate) fn resource_value(container: &Container, resource: &str, divisor: Option<&str>) -> Result<String, String> {
     let r = container.resources.clone().unwrap_or_default();
     let (map, name) = match resource.split_once('.') {
         Some(("limits", name)) => (&r.limits, name),

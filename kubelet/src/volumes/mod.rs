@@ -1,12 +1,13 @@
 //! Pod volumes on the host: each volume of a pod becomes a host path that containers
 //! bind-mount. emptyDir (a directory, tmpfs for medium Memory), hostPath (created or
-//! checked by type), configMap and secret (files written from the object, rewritten
-//! when it changes), nfs (the export mounted through the node's NFS client), and
+//! checked by type), configMap, secret, downwardAPI and projected (files written by
+//! the kubelet, rewritten when the objects change), nfs (the export mounted through the node's NFS client), and
 //! persistentVolumeClaim (the bound PV's hostPath, local path or NFS export).
 //! Everything the kubelet creates lives under `<root>/<pod-uid>/` and is removed by
 //! `teardown`.
 
 pub mod nfs;
+pub mod projection;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use client::{Api, Client};
 use proto::Reason;
-use proto::core::v1::{ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume};
+use proto::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume};
 use proto::quantity::Amount;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +69,19 @@ impl Volumes {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut volumes = HashMap::new();
         for volume in &spec.volumes {
-            let host = self.setup_one(&meta.uid, &meta.namespace, volume).await?;
+            let host = self.setup_one(pod, &meta.uid, &meta.namespace, volume).await?;
             volumes.insert(volume.name.clone(), host);
         }
         Ok(volumes)
     }
 
-    async fn setup_one(&self, uid: &str, namespace: &str, volume: &Volume) -> Result<HostVolume, VolumeError> {
+    async fn setup_one(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        namespace: &str,
+        volume: &Volume,
+    ) -> Result<HostVolume, VolumeError> {
         let name = volume.name.as_str();
         let base = self.pod_dir(uid);
         if let Some(empty) = &volume.empty_dir {
@@ -109,38 +116,46 @@ impl Volumes {
             return host_path(name, Path::new(&host.path), host.r#type.as_deref().unwrap_or(""));
         }
         if let Some(source) = &volume.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(&self.client, namespace);
-            let files = match api.get_opt(&source.name).await {
-                Ok(Some(cm)) => {
-                    let mut files: BTreeMap<String, Vec<u8>> =
-                        cm.data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-                    files.extend(cm.binary_data.into_iter().map(|(k, v)| (k, v.to_vec())));
-                    files
-                }
-                Ok(None) if source.optional == Some(true) => BTreeMap::new(),
-                Ok(None) => return Err(invalid(name, format!("configmap \"{}\" not found", source.name))),
-                Err(e) => return Err(invalid(name, format!("reading configmap \"{}\": {e}", source.name))),
-            };
-            let dir = base.join("configmap").join(name);
-            write_projection(name, &dir, &files, &source.items, source.default_mode.unwrap_or(0o644))?;
-            return Ok(HostVolume { path: dir, read_only: true });
+            let data = self.config_map_data(name, namespace, &source.name, source.optional).await?;
+            let files = projection::select(name, &data, &source.items, source.default_mode.unwrap_or(0o644))?;
+            return write_volume(name, &base.join("configmap").join(name), &files);
         }
         if let Some(source) = &volume.secret {
-            let api: Api<Secret> = Api::namespaced(&self.client, namespace);
-            let files = match api.get_opt(&source.secret_name).await {
-                Ok(Some(secret)) => {
-                    let mut files: BTreeMap<String, Vec<u8>> =
-                        secret.data.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
-                    files.extend(secret.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
-                    files
+            let data = self.secret_data(name, namespace, &source.secret_name, source.optional).await?;
+            let files = projection::select(name, &data, &source.items, source.default_mode.unwrap_or(0o644))?;
+            return write_volume(name, &base.join("secret").join(name), &files);
+        }
+        if let Some(source) = &volume.downward_api {
+            let files = projection::downward_api(name, pod, &source.items, source.default_mode.unwrap_or(0o644))?;
+            return write_volume(name, &base.join("downward-api").join(name), &files);
+        }
+        if let Some(source) = &volume.projected {
+            let mode = source.default_mode.unwrap_or(0o644);
+            let mut files = Vec::new();
+            for (i, part) in source.sources.iter().enumerate() {
+                if let Some(cm) = &part.config_map {
+                    let data = self.config_map_data(name, namespace, &cm.name, cm.optional).await?;
+                    files.extend(projection::select(name, &data, &cm.items, mode)?);
+                } else if let Some(secret) = &part.secret {
+                    let data = self.secret_data(name, namespace, &secret.name, secret.optional).await?;
+                    files.extend(projection::select(name, &data, &secret.items, mode)?);
+                } else if let Some(downward) = &part.downward_api {
+                    files.extend(projection::downward_api(name, pod, &downward.items, mode)?);
+                } else {
+                    let what = if part.service_account_token.is_some() {
+                        "serviceAccountToken (this cluster issues no service account tokens)"
+                    } else if part.cluster_trust_bundle.is_some() {
+                        "clusterTrustBundle"
+                    } else {
+                        "an empty source"
+                    };
+                    return Err(invalid(
+                        name,
+                        format!("projected.sources[{i}] is {what}; use configMap, secret or downwardAPI sources"),
+                    ));
                 }
-                Ok(None) if source.optional == Some(true) => BTreeMap::new(),
-                Ok(None) => return Err(invalid(name, format!("secret \"{}\" not found", source.secret_name))),
-                Err(e) => return Err(invalid(name, format!("reading secret \"{}\": {e}", source.secret_name))),
-            };
-            let dir = base.join("secret").join(name);
-            write_projection(name, &dir, &files, &source.items, source.default_mode.unwrap_or(0o644))?;
-            return Ok(HostVolume { path: dir, read_only: true });
+            }
+            return write_volume(name, &base.join("projected").join(name), &files);
         }
         if let Some(source) = &volume.nfs {
             let dir = base.join("nfs").join(name);
@@ -194,8 +209,52 @@ impl Volumes {
         }
         Err(invalid(
             name,
-            "this volume type is not supported (use emptyDir, hostPath, configMap, secret, nfs or persistentVolumeClaim)",
+            "this volume type is not supported (use emptyDir, hostPath, configMap, secret, downwardAPI, projected, nfs or persistentVolumeClaim)",
         ))
+    }
+
+    /// A ConfigMap's keys and values; nothing when it is missing and `optional`.
+    async fn config_map_data(
+        &self,
+        volume: &str,
+        namespace: &str,
+        object: &str,
+        optional: Option<bool>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
+        let api: Api<ConfigMap> = Api::namespaced(&self.client, namespace);
+        match api.get_opt(object).await {
+            Ok(Some(cm)) => {
+                let mut data: BTreeMap<String, Vec<u8>> =
+                    cm.data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                data.extend(cm.binary_data.into_iter().map(|(k, v)| (k, v.to_vec())));
+                Ok(data)
+            }
+            Ok(None) if optional == Some(true) => Ok(BTreeMap::new()),
+            Ok(None) => Err(invalid(volume, format!("configmap \"{object}\" not found"))),
+            Err(e) => Err(invalid(volume, format!("reading configmap \"{object}\": {e}"))),
+        }
+    }
+
+    /// A Secret's keys and values; nothing when it is missing and `optional`.
+    async fn secret_data(
+        &self,
+        volume: &str,
+        namespace: &str,
+        object: &str,
+        optional: Option<bool>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
+        let api: Api<Secret> = Api::namespaced(&self.client, namespace);
+        match api.get_opt(object).await {
+            Ok(Some(secret)) => {
+                let mut data: BTreeMap<String, Vec<u8>> =
+                    secret.data.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+                data.extend(secret.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
+                Ok(data)
+            }
+            Ok(None) if optional == Some(true) => Ok(BTreeMap::new()),
+            Ok(None) => Err(invalid(volume, format!("secret \"{object}\" not found"))),
+            Err(e) => Err(invalid(volume, format!("reading secret \"{object}\": {e}"))),
+        }
     }
 
     /// Unmounts and removes everything the kubelet made for the pod's volumes.
@@ -291,85 +350,15 @@ fn host_path(name: &str, path: &Path, kind: &str) -> Result<HostVolume, VolumeEr
     Ok(HostVolume { path: path.to_path_buf(), read_only: false })
 }
 
-/// Writes `files` (all keys, or just `items`) into `dir`, leaving unchanged files alone
-/// and removing files of keys that went away.
-fn write_projection(
-    name: &str,
-    dir: &Path,
-    files: &BTreeMap<String, Vec<u8>>,
-    items: &[KeyToPath],
-    default_mode: i32,
-) -> Result<(), VolumeError> {
-    std::fs::create_dir_all(dir).map_err(io(name))?;
-    let wanted: Vec<(String, &Vec<u8>, i32)> = if items.is_empty() {
-        files.iter().map(|(k, v)| (k.clone(), v, default_mode)).collect()
-    } else {
-        let mut wanted = Vec::new();
-        for item in items {
-            let data = files
-                .get(&item.key)
-                .ok_or_else(|| invalid(name, format!("key \"{}\" is not in the object", item.key)))?;
-            wanted.push((item.path.clone(), data, item.mode.unwrap_or(default_mode)));
-        }
-        wanted
-    };
-    for (path, data, mode) in &wanted {
-        let rel = Path::new(path);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(invalid(name, format!("item path {path:?} must be relative and must not contain \"..\"")));
-        }
-        let target = dir.join(rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io(name))?;
-        }
-        if std::fs::read(&target).ok().as_ref() != Some(*data) {
-            let tmp = target.with_extension("rudder-tmp");
-            std::fs::write(&tmp, data).map_err(io(name))?;
-            std::fs::rename(&tmp, &target).map_err(io(name))?;
-        }
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode((*mode as u32) & 0o7777))
-            .map_err(io(name))?;
-    }
-    let tops: Vec<String> = wanted
-        .iter()
-        .filter_map(|(p, _, _)| Path::new(p).components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()))
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if !tops.contains(&file) {
-                let _ = if entry.path().is_dir() {
-                    std::fs::remove_dir_all(entry.path())
-                } else {
-                    std::fs::remove_file(entry.path())
-                };
-            }
-        }
-    }
-    Ok(())
+/// A volume of files the kubelet writes: read-only to its containers.
+fn write_volume(name: &str, dir: &Path, files: &[projection::File]) -> Result<HostVolume, VolumeError> {
+    projection::write(name, dir, files)?;
+    Ok(HostVolume { path: dir.to_path_buf(), read_only: true })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn projections_write_items_with_modes_and_drop_stale_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("v");
-        let mut files = BTreeMap::new();
-        files.insert("a".to_string(), b"1".to_vec());
-        files.insert("b".to_string(), b"2".to_vec());
-        write_projection("v", &target, &files, &[], 0o600).unwrap();
-        assert_eq!(std::fs::read(target.join("a")).unwrap(), b"1");
-        assert_eq!(std::fs::metadata(target.join("b")).unwrap().permissions().mode() & 0o777, 0o600);
-        let items = vec![KeyToPath { key: "b".into(), path: "sub/bee".into(), mode: Some(0o400) }];
-        write_projection("v", &target, &files, &items, 0o644).unwrap();
-        assert!(!target.join("a").exists());
-        assert_eq!(std::fs::read(target.join("sub/bee")).unwrap(), b"2");
-        let bad = vec![KeyToPath { key: "b".into(), path: "../x".into(), mode: None }];
-        assert!(write_projection("v", &target, &files, &bad, 0o644).unwrap_err().to_string().contains(".."));
-    }
 
     #[test]
     fn host_paths_are_created_or_checked_by_type() {
