@@ -95,8 +95,9 @@ async fn no_endpoints_reject_at_once_and_removing_an_endpoint_moves_traffic() {
 
     let address = cluster_address(&web);
     cluster.set_endpoints("web", "http", "TCP", 8080, &[b]).await;
-    // Once the change is programmed, every request goes to b.
-    let (a_target, b_target) = (format!("dnat to {a}:8080"), format!("dnat to {b}:8080"));
+    // Once the change is programmed (the endpoint maps hold "<key> : <address> . <port>"),
+    // every request goes to b.
+    let (a_target, b_target) = (format!(": {a} . 8080"), format!(": {b} . 8080"));
     cluster.wait_table("removing a", |table| table.contains(&b_target) && !table.contains(&a_target)).await;
     let replies = common::tcp_requests(cluster.world.pod("c"), address, 20).await;
     assert!(replies.iter().all(|r| r == "pod-b"), "{replies:?}\n{}", cluster.proxy_log());

@@ -55,7 +55,7 @@ impl NftablesProxier {
 #[async_trait::async_trait]
 impl Proxier for NftablesProxier {
     async fn sync(&mut self, snapshot: &Snapshot) -> Result<SyncReport, SyncError> {
-        let ruleset = Ruleset::build(snapshot, &self.options);
+        let ruleset = Ruleset::build(snapshot, &self.options, self.applied.as_ref());
         let full = self.apply(&ruleset).await?;
         let rules = ruleset.rule_count();
         self.applied = Some(ruleset);

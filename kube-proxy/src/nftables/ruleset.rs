@@ -1,30 +1,51 @@
-//! The nftables ruleset as a pure function of a `Snapshot`, and the `nft -f` text
-//! that programs it: either the whole table (deleted and recreated in the same
-//! transaction) or the difference from the ruleset the kernel holds.
+//! The nftables ruleset as a function of a `Snapshot` (and of the ruleset it replaces,
+//! whose endpoint-map slots it keeps), and the `nft -f` text that programs it: either
+//! the whole table (deleted and recreated in the same transaction) or the difference
+//! from the ruleset the kernel holds.
 //!
 //! Layout (one `ip` table of kube-proxy's own):
 //! - `services` (nat, prerouting and output) looks `daddr . l4proto . dport` up in
 //!   the verdict map `service-ips`, and `l4proto . dport` of traffic to a node
 //!   address in `service-nodeports`: one lookup however many Services there are.
-//! - each Service port with endpoints has a chain `svc/<id>` that DNATs at random
-//!   (numgen) across its endpoints; with ClientIP affinity, through one chain
-//!   `ep/...` per endpoint that records the client in a timeout set `aff/...`.
+//! - each Service port with endpoints has a chain `svc/<id>` with one DNAT rule:
+//!   `numgen random mod <n> offset <slot base>` picks a key of the port's own slot
+//!   in a map `endpoints/<protocol>/<bucket>` (address . port per key), so an
+//!   endpoint change that keeps the count changes map elements only, and a count
+//!   change one rule.
+//!   With ClientIP affinity, the chain instead picks one chain `ep/...` per endpoint,
+//!   which records the client in a timeout set `aff/...` and DNATs.
 //! - a NodePort goes through `np/<id>`, which marks the packet for masquerade.
 //! - ports without endpoints are in `no-endpoint-services`/`-nodeports`, looked up
 //!   by filter chains before NAT that reject (TCP reset, ICMP port unreachable).
 //! - postrouting masquerades marked packets, and hairpin traffic (a pod reaching
 //!   itself through its Service: saddr . daddr of one endpoint, in set `hairpin`).
+//!
+//! Why the endpoint maps are shared by 16 ports each: the kernel walks every element
+//! of a map for each rule bound to it, and every binding for each element added, so
+//! one map for all ports is quadratic (10,000 ports: a minute), and one map per port
+//! is too, through the kernel's linear set lookup by name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
-use crate::model::{Cidr, ServicePort, Snapshot};
+use crate::model::{Cidr, Protocol, ServicePort, Snapshot};
 
 /// The packet mark meaning "masquerade this connection"; Kubernetes' value.
 pub const MASQUERADE_MARK: u32 = 0x4000;
 
 /// The table's default name.
 pub const DEFAULT_TABLE: &str = "rudder-proxy";
+
+/// A slot's keys in an endpoints map are `slot << SLOT_SHIFT` plus the endpoint's
+/// index, so a port has at most this many endpoints (an Endpoints object holds at most
+/// 1,000) and a node at most 2^18 ports with endpoints.
+const SLOT_SHIFT: u32 = 14;
+const MAX_ENDPOINTS: usize = 1 << SLOT_SHIFT;
+const MAX_SLOTS: u32 = 1 << (32 - SLOT_SHIFT);
+/// Ports per endpoints map.
+const SLOTS_PER_MAP: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -48,8 +69,8 @@ const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 const NODE_IPS: &str = "node-ips";
 const HAIRPIN: &str = "hairpin";
 
-/// The sets and maps of the skeleton whose elements follow the snapshot, with their types.
-const ELEMENT_SETS: [(&str, &str, &str); 6] = [
+/// The sets and maps of the skeleton, with their types.
+const SKELETON_SETS: [(&str, &str, &str); 6] = [
     ("map", SERVICE_IPS, "type ipv4_addr . inet_proto . inet_service : verdict"),
     ("map", SERVICE_NODEPORTS, "type inet_proto . inet_service : verdict"),
     ("map", NO_ENDPOINT_SERVICES, "type ipv4_addr . inet_proto . inet_service : verdict"),
@@ -57,6 +78,13 @@ const ELEMENT_SETS: [(&str, &str, &str); 6] = [
     ("set", NODE_IPS, "type ipv4_addr"),
     ("set", HAIRPIN, "type ipv4_addr . ipv4_addr"),
 ];
+
+/// An endpoints map's type: numgen's value to address . port. Written with the
+/// protocol's own dport: nft 1.0.6 refuses a rule with `meta l4proto tcp` that uses a
+/// map (from the kernel) typed `th dport` ("conflicting protocols specified").
+fn endpoint_map_type(protocol: Protocol) -> String {
+    format!("typeof numgen random mod 1 : ip daddr . {protocol} dport")
+}
 
 /// The fixed chains, which never change while the process runs.
 fn base_chains() -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
@@ -104,153 +132,170 @@ fn base_chains() -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
     ]
 }
 
+/// An element of a set or map: the set, its key, and the element's text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Element {
+    set: String,
+    key: String,
+    text: String,
+}
+
+/// What one Service port puts in the table, kept with the port it was made from so
+/// an unchanged port is neither rebuilt nor compared rule by rule.
+#[derive(Debug, PartialEq, Eq)]
+struct PortRules {
+    source: ServicePort,
+    /// Its endpoints-map slot (ports with endpoints and without affinity).
+    slot: Option<u32>,
+    /// Chains (`svc/`, `np/`, `ep/`): name and rules.
+    chains: Vec<(String, Vec<String>)>,
+    /// ClientIP affinity sets: name and timeout in seconds.
+    affinity_sets: Vec<(String, u32)>,
+    elements: Vec<Element>,
+}
+
 /// Everything kube-proxy's table holds for one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
     options: Options,
-    /// Per-Service chains (`svc/`, `np/`, `ep/`): name -> rules.
-    chains: BTreeMap<String, Vec<String>>,
-    /// ClientIP affinity sets: name -> timeout in seconds.
-    affinity_sets: BTreeMap<String, u32>,
-    /// Elements of the skeleton's sets and maps: set -> key -> element text.
-    elements: BTreeMap<&'static str, BTreeMap<String, String>>,
+    node_ips: Vec<Ipv4Addr>,
+    /// Per Service port, by id.
+    ports: BTreeMap<String, Arc<PortRules>>,
+    /// Hairpin elements (one per endpoint address), with how many ports have it.
+    hairpin: BTreeMap<Ipv4Addr, usize>,
+    /// Endpoint maps in use (by protocol and bucket), with how many ports use each.
+    endpoint_maps: BTreeMap<(Protocol, u32), usize>,
 }
 
-fn svc_chain(port: &ServicePort) -> String {
-    format!("svc/{}", port.id())
+fn svc_chain(id: &str) -> String {
+    format!("svc/{id}")
 }
 
-fn endpoint_name(prefix: &str, port: &ServicePort, endpoint: &std::net::SocketAddrV4) -> String {
-    format!("{prefix}/{}/{}/{}", port.id(), endpoint.ip(), endpoint.port())
+fn endpoint_name(prefix: &str, id: &str, endpoint: &std::net::SocketAddrV4) -> String {
+    format!("{prefix}/{id}/{}/{}", endpoint.ip(), endpoint.port())
+}
+
+/// The endpoints map of (protocol, bucket).
+fn endpoint_map((protocol, bucket): (Protocol, u32)) -> String {
+    format!("endpoints/{protocol}/{bucket}")
+}
+
+fn element(set: &str, key: String, value: Option<String>) -> Element {
+    let text = match value {
+        Some(value) => format!("{key} : {value}"),
+        None => key.clone(),
+    };
+    Element { set: set.to_string(), key, text }
 }
 
 impl Ruleset {
-    pub fn build(snapshot: &Snapshot, options: &Options) -> Ruleset {
-        let mut ruleset = Ruleset {
-            options: options.clone(),
-            chains: BTreeMap::new(),
-            affinity_sets: BTreeMap::new(),
-            elements: ELEMENT_SETS.iter().map(|(_, name, _)| (*name, BTreeMap::new())).collect(),
-        };
-        for ip in &snapshot.node_ips {
-            ruleset.element(NODE_IPS, ip.to_string(), None);
-        }
+    /// The ruleset for `snapshot`. Ports unchanged since `previous` (the ruleset the
+    /// kernel holds) are taken from it as they are, and every port keeps its slot.
+    pub fn build(snapshot: &Snapshot, options: &Options, previous: Option<&Ruleset>) -> Ruleset {
+        let previous = previous.filter(|p| p.options == *options);
+        let mut ports = BTreeMap::new();
+        let mut used_slots = BTreeSet::new();
+        let mut fresh = Vec::new();
         for port in &snapshot.service_ports {
-            ruleset.add_service_port(port);
-        }
-        ruleset
-    }
-
-    fn element(&mut self, set: &'static str, key: String, value: Option<String>) {
-        let text = match value {
-            Some(value) => format!("{key} : {value}"),
-            None => key.clone(),
-        };
-        self.elements.entry(set).or_default().insert(key, text);
-    }
-
-    fn add_service_port(&mut self, port: &ServicePort) {
-        let proto = port.protocol.as_str();
-        let service_key = format!("{} . {proto} . {}", port.cluster_ip, port.port);
-        let nodeport_key = port.node_port.map(|n| format!("{proto} . {n}"));
-        if port.endpoints.is_empty() {
-            self.element(NO_ENDPOINT_SERVICES, service_key, Some("goto reject-service".into()));
-            if let Some(key) = nodeport_key {
-                self.element(NO_ENDPOINT_NODEPORTS, key, Some("goto reject-service".into()));
+            let id = port.id();
+            let old = previous.and_then(|p| p.ports.get(&id));
+            match old {
+                Some(old) if old.source == *port => {
+                    used_slots.extend(old.slot);
+                    ports.insert(id, old.clone());
+                }
+                _ => {
+                    let wants_slot = !port.endpoints.is_empty() && port.affinity_seconds.is_none();
+                    let slot = old.and_then(|o| o.slot).filter(|_| wants_slot);
+                    used_slots.extend(slot);
+                    fresh.push((id, port, wants_slot, slot));
+                }
             }
-            return;
         }
-        let chain = svc_chain(port);
-        let mut rules = Vec::new();
-        if let Some(cidr) = self.options.cluster_cidr {
-            rules.push(format!("ip saddr != {cidr} meta mark set meta mark | {MASQUERADE_MARK:#x}"));
-        }
-        match port.affinity_seconds {
-            Some(timeout) => {
-                let mut picks = Vec::new();
-                for (i, endpoint) in port.endpoints.iter().enumerate() {
-                    // The timeout is in the name so a changed timeout is a new set.
-                    let set = endpoint_name(&format!("aff/{timeout}"), port, endpoint);
-                    let ep_chain = endpoint_name("ep", port, endpoint);
-                    rules.push(format!("ip saddr @{set} goto {ep_chain}"));
-                    picks.push(format!("{i} : goto {ep_chain}"));
-                    self.chains.insert(
-                        ep_chain,
-                        vec![
-                            format!("update @{set} {{ ip saddr }}"),
-                            format!("meta l4proto {proto} dnat to {endpoint}"),
-                        ],
+        let mut next_free = 0;
+        for (id, port, wants_slot, mut slot) in fresh {
+            if wants_slot && slot.is_none() {
+                while used_slots.contains(&next_free) {
+                    next_free += 1;
+                }
+                if next_free < MAX_SLOTS {
+                    used_slots.insert(next_free);
+                    slot = Some(next_free);
+                } else {
+                    tracing::error!(
+                        port = id,
+                        "more than {MAX_SLOTS} Service ports with endpoints; rejecting this one"
                     );
-                    self.affinity_sets.insert(set, timeout);
-                }
-                rules.push(format!("numgen random mod {} vmap {{ {} }}", picks.len(), picks.join(", ")));
-            }
-            None => {
-                // A cascade: endpoint i of n is taken with probability 1/(n-i) when
-                // none before it was, so each gets 1/n. Maps (anonymous per rule or
-                // named per Service) would be one lookup, but the kernel's cost of
-                // loading thousands of them grows quadratically: 10,000 take 8-15 s.
-                let last = port.endpoints.len() - 1;
-                for (i, endpoint) in port.endpoints.iter().enumerate() {
-                    if i == last {
-                        rules.push(format!("meta l4proto {proto} dnat to {endpoint}"));
-                    } else {
-                        let remaining = port.endpoints.len() - i;
-                        rules.push(format!(
-                            "numgen random mod {remaining} == 0 meta l4proto {proto} dnat to {endpoint}"
-                        ));
-                    }
                 }
             }
+            let rules = port_rules(port, &id, slot, options);
+            ports.insert(id, Arc::new(rules));
         }
-        self.chains.insert(chain.clone(), rules);
-        self.element(SERVICE_IPS, service_key, Some(format!("goto {chain}")));
-        if let Some(key) = nodeport_key {
-            let np_chain = format!("np/{}", port.id());
-            let rules = vec![format!("meta mark set meta mark | {MASQUERADE_MARK:#x}"), format!("goto {chain}")];
-            self.chains.insert(np_chain.clone(), rules);
-            self.element(SERVICE_NODEPORTS, key, Some(format!("goto {np_chain}")));
+        let mut hairpin = BTreeMap::new();
+        let mut endpoint_maps = BTreeMap::new();
+        for rules in ports.values() {
+            for endpoint in &rules.source.endpoints {
+                *hairpin.entry(*endpoint.ip()).or_insert(0) += 1;
+            }
+            if let Some(slot) = rules.slot {
+                *endpoint_maps.entry((rules.source.protocol, slot / SLOTS_PER_MAP)).or_insert(0) += 1;
+            }
         }
-        for endpoint in &port.endpoints {
-            let ip = endpoint.ip();
-            self.element(HAIRPIN, format!("{ip} . {ip}"), None);
-        }
+        Ruleset { options: options.clone(), node_ips: snapshot.node_ips.clone(), ports, hairpin, endpoint_maps }
     }
 
     /// Rules plus set and map elements: what the kernel evaluates or holds.
     pub fn rule_count(&self) -> usize {
         let base: usize = base_chains().iter().map(|(_, _, rules)| rules.len()).sum();
-        let chains: usize = self.chains.values().map(Vec::len).sum();
-        let elements: usize = self.elements.values().map(BTreeMap::len).sum();
-        base + chains + elements
+        let ports: usize = self
+            .ports
+            .values()
+            .map(|p| p.chains.iter().map(|(_, rules)| rules.len()).sum::<usize>() + p.elements.len())
+            .sum();
+        base + ports + self.hairpin.len() + self.node_ips.len()
     }
 
     /// Deletes the table (if there) and creates it whole, in one transaction.
     pub fn full_transaction(&self) -> String {
         let table = &self.options.table;
-        let mut out = String::with_capacity(256 * (self.chains.len() + 16));
+        let mut out = String::with_capacity(256 * (self.ports.len() + 16));
         // Creating the table first makes the delete valid when it does not exist yet.
         let _ = writeln!(out, "table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{");
-        for (kind, name, type_) in ELEMENT_SETS {
-            let _ = write!(out, "{kind} {name} {{\n{type_}\n");
-            let elements = &self.elements[name];
-            if !elements.is_empty() {
-                out.push_str("elements = { ");
-                join_into(&mut out, elements.values());
-                out.push_str(" }\n");
-            }
-            out.push_str("}\n");
+        for (kind, name, type_) in SKELETON_SETS {
+            let _ = writeln!(out, "{kind} {name} {{\n{type_}\n}}");
         }
-        for (name, timeout) in &self.affinity_sets {
-            let _ = writeln!(out, "set {name} {{ {} }}", affinity_set_body(*timeout));
+        for map in self.endpoint_maps.keys() {
+            let _ = writeln!(out, "map {} {{\n{}\n}}", endpoint_map(*map), endpoint_map_type(map.0));
+        }
+        for rules in self.ports.values() {
+            for (name, timeout) in &rules.affinity_sets {
+                let _ = writeln!(out, "set {name} {{ {} }}", affinity_set_body(*timeout));
+            }
         }
         for (name, hook, rules) in base_chains() {
             write_chain(&mut out, name, hook, &rules);
         }
-        for (name, rules) in &self.chains {
-            write_chain(&mut out, name, None, rules);
+        for rules in self.ports.values() {
+            for (name, rules) in &rules.chains {
+                write_chain(&mut out, name, None, rules);
+            }
         }
         out.push_str("}\n");
+        // Elements go in after the rules that use their map: the kernel walks a map's
+        // elements for each rule bound to it, but not the bindings for each element.
+        let mut by_set: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for rules in self.ports.values() {
+            for element in &rules.elements {
+                by_set.entry(&element.set).or_default().push(&element.text);
+            }
+        }
+        let node_ips: Vec<String> = self.node_ips.iter().map(ToString::to_string).collect();
+        let hairpin: Vec<String> = self.hairpin.keys().map(|ip| format!("{ip} . {ip}")).collect();
+        write_elements(&mut out, "add", table, NODE_IPS, node_ips.iter().map(String::as_str));
+        write_elements(&mut out, "add", table, HAIRPIN, hairpin.iter().map(String::as_str));
+        for (set, texts) in by_set {
+            write_elements(&mut out, "add", table, set, texts);
+        }
         out
     }
 
@@ -258,60 +303,75 @@ impl Ruleset {
     /// transaction. Empty when nothing differs.
     pub fn update_transaction(&self, applied: &Ruleset) -> String {
         let table = &self.options.table;
+        let changes = Changes::between(applied, self);
         let mut out = String::new();
-        for (name, timeout) in &self.affinity_sets {
-            if !applied.affinity_sets.contains_key(name) {
-                let _ = writeln!(out, "add set ip {table} {name} {{ {} }}", affinity_set_body(*timeout));
-            }
+        for (name, timeout) in &changes.sets_added {
+            let _ = writeln!(out, "add set ip {table} {name} {{ {} }}", affinity_set_body(*timeout));
         }
-        // All new chains exist before any rule jumps to one.
-        for name in self.chains.keys() {
-            if !applied.chains.contains_key(name) {
+        for map in self.endpoint_maps.keys().filter(|m| !applied.endpoint_maps.contains_key(m)) {
+            let _ = writeln!(out, "add map ip {table} {} {{ {}; }}", endpoint_map(*map), endpoint_map_type(map.0));
+        }
+        // All new chains exist before any rule or element refers to one.
+        for (name, (old, _)) in &changes.chains {
+            if old.is_none() {
                 let _ = writeln!(out, "add chain ip {table} {name}");
             }
         }
-        for (name, rules) in &self.chains {
-            match applied.chains.get(name) {
-                Some(old) if old == rules => continue,
-                Some(_) => {
-                    let _ = writeln!(out, "flush chain ip {table} {name}");
-                }
-                None => {}
+        for (name, (old, new)) in &changes.chains {
+            let Some(new) = new else { continue };
+            if old.is_some() {
+                let _ = writeln!(out, "flush chain ip {table} {name}");
             }
-            for rule in rules {
+            for rule in *new {
                 let _ = writeln!(out, "add rule ip {table} {name} {rule}");
             }
         }
-        for (set, new) in &self.elements {
-            let empty = BTreeMap::new();
-            let old = applied.elements.get(set).unwrap_or(&empty);
-            let gone: Vec<&String> =
-                old.iter().filter(|(key, text)| new.get(*key) != Some(*text)).map(|(key, _)| key).collect();
-            let added: Vec<&String> =
-                new.iter().filter(|(key, text)| old.get(*key) != Some(*text)).map(|(_, text)| text).collect();
-            if !gone.is_empty() {
-                let _ = write!(out, "delete element ip {table} {set} {{ ");
-                join_into(&mut out, gone);
-                out.push_str(" }\n");
+        let gone_maps: BTreeSet<String> = applied
+            .endpoint_maps
+            .keys()
+            .filter(|m| !self.endpoint_maps.contains_key(m))
+            .map(|m| endpoint_map(*m))
+            .collect();
+        let mut gone: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut added: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for ((set, key), (old, new)) in &changes.elements {
+            if old.map(|e| &e.text) == new.map(|e| &e.text) {
+                continue;
             }
-            if !added.is_empty() {
-                let _ = write!(out, "add element ip {table} {set} {{ ");
-                join_into(&mut out, added);
-                out.push_str(" }\n");
+            // A map that goes takes its elements with it.
+            if old.is_some() && !gone_maps.contains(*set) {
+                gone.entry(set).or_default().push(key);
+            }
+            if let Some(new) = new {
+                added.entry(set).or_default().push(&new.text);
             }
         }
+        let node_ips = diff_keys(applied.node_ips.iter(), self.node_ips.iter(), |ip| ip.to_string());
+        let hairpin = diff_keys(applied.hairpin.keys(), self.hairpin.keys(), |ip| format!("{ip} . {ip}"));
+        for (set, (old, new)) in [(NODE_IPS, &node_ips), (HAIRPIN, &hairpin)] {
+            write_elements(&mut out, "delete", table, set, old.iter().map(String::as_str));
+            write_elements(&mut out, "add", table, set, new.iter().map(String::as_str));
+        }
+        // Per set, deletes come first: a key can move (a slot or a ClusterIP reused).
+        let sets: BTreeSet<&str> = gone.keys().chain(added.keys()).copied().collect();
+        for set in sets {
+            write_elements(&mut out, "delete", table, set, gone.get(set).into_iter().flatten().copied());
+            write_elements(&mut out, "add", table, set, added.get(set).into_iter().flatten().copied());
+        }
         // Chains and sets go last, once no element or rule refers to them.
-        let removed: Vec<&String> = applied.chains.keys().filter(|name| !self.chains.contains_key(*name)).collect();
+        let removed: Vec<&str> =
+            changes.chains.iter().filter(|(_, (_, new))| new.is_none()).map(|(name, _)| *name).collect();
         for name in &removed {
             let _ = writeln!(out, "flush chain ip {table} {name}");
         }
         for name in &removed {
             let _ = writeln!(out, "delete chain ip {table} {name}");
         }
-        for name in applied.affinity_sets.keys() {
-            if !self.affinity_sets.contains_key(name) {
-                let _ = writeln!(out, "delete set ip {table} {name}");
-            }
+        for name in &gone_maps {
+            let _ = writeln!(out, "delete map ip {table} {name}");
+        }
+        for name in &changes.sets_removed {
+            let _ = writeln!(out, "delete set ip {table} {name}");
         }
         out
     }
@@ -320,6 +380,147 @@ impl Ruleset {
     pub fn can_update_from(&self, applied: &Ruleset) -> bool {
         self.options == applied.options
     }
+}
+
+/// The rules and elements of one port.
+fn port_rules(port: &ServicePort, id: &str, slot: Option<u32>, options: &Options) -> PortRules {
+    let mut rules =
+        PortRules { source: port.clone(), slot, chains: Vec::new(), affinity_sets: Vec::new(), elements: Vec::new() };
+    let proto = port.protocol.as_str();
+    let service_key = format!("{} . {proto} . {}", port.cluster_ip, port.port);
+    let nodeport_key = port.node_port.map(|n| format!("{proto} . {n}"));
+    // Without endpoints (or, beyond MAX_SLOTS, without a slot) the port rejects.
+    if port.endpoints.is_empty() || (port.affinity_seconds.is_none() && slot.is_none()) {
+        rules.elements.push(element(NO_ENDPOINT_SERVICES, service_key, Some("goto reject-service".into())));
+        if let Some(key) = nodeport_key {
+            rules.elements.push(element(NO_ENDPOINT_NODEPORTS, key, Some("goto reject-service".into())));
+        }
+        return rules;
+    }
+    let chain = svc_chain(id);
+    let mut svc_rules = Vec::new();
+    if let Some(cidr) = options.cluster_cidr {
+        svc_rules.push(format!("ip saddr != {cidr} meta mark set meta mark | {MASQUERADE_MARK:#x}"));
+    }
+    if let Some(timeout) = port.affinity_seconds {
+        let mut picks = Vec::new();
+        for (i, endpoint) in port.endpoints.iter().enumerate() {
+            // The timeout is in the name so a changed timeout is a new set.
+            let set = endpoint_name(&format!("aff/{timeout}"), id, endpoint);
+            let ep_chain = endpoint_name("ep", id, endpoint);
+            svc_rules.push(format!("ip saddr @{set} goto {ep_chain}"));
+            picks.push(format!("{i} : goto {ep_chain}"));
+            rules.chains.push((
+                ep_chain,
+                vec![format!("update @{set} {{ ip saddr }}"), format!("meta l4proto {proto} dnat to {endpoint}")],
+            ));
+            rules.affinity_sets.push((set, timeout));
+        }
+        svc_rules.push(format!("numgen random mod {} vmap {{ {} }}", picks.len(), picks.join(", ")));
+    } else if let Some(slot) = slot {
+        let endpoints = &port.endpoints[..port.endpoints.len().min(MAX_ENDPOINTS)];
+        if endpoints.len() < port.endpoints.len() {
+            tracing::warn!(port = id, "more than {MAX_ENDPOINTS} endpoints; using the first {MAX_ENDPOINTS}");
+        }
+        let base = slot << SLOT_SHIFT;
+        let map = endpoint_map((port.protocol, slot / SLOTS_PER_MAP));
+        // A DNAT to a port needs a protocol match in its rule (nft's rule).
+        svc_rules.push(format!(
+            "meta l4proto {proto} dnat ip addr . port to numgen random mod {} offset {base} map @{map}",
+            endpoints.len()
+        ));
+        for (i, endpoint) in (0u32..).zip(endpoints) {
+            rules.elements.push(element(
+                &map,
+                (base + i).to_string(),
+                Some(format!("{} . {}", endpoint.ip(), endpoint.port())),
+            ));
+        }
+    }
+    rules.chains.push((chain.clone(), svc_rules));
+    rules.elements.push(element(SERVICE_IPS, service_key, Some(format!("goto {chain}"))));
+    if let Some(key) = nodeport_key {
+        let np_chain = format!("np/{id}");
+        let np_rules = vec![format!("meta mark set meta mark | {MASQUERADE_MARK:#x}"), format!("goto {chain}")];
+        rules.chains.push((np_chain.clone(), np_rules));
+        rules.elements.push(element(SERVICE_NODEPORTS, key, Some(format!("goto {np_chain}"))));
+    }
+    rules
+}
+
+/// (before, after); None where absent.
+type Change<T> = (Option<T>, Option<T>);
+
+/// Chains, elements and affinity sets of the ports that differ between two rulesets:
+/// (before, after) by name or by (set, key).
+struct Changes<'a> {
+    chains: BTreeMap<&'a str, Change<&'a Vec<String>>>,
+    elements: BTreeMap<(&'a str, &'a str), Change<&'a Element>>,
+    sets_added: Vec<(&'a str, u32)>,
+    sets_removed: Vec<&'a str>,
+}
+
+impl<'a> Changes<'a> {
+    fn between(old: &'a Ruleset, new: &'a Ruleset) -> Changes<'a> {
+        let mut changes = Changes {
+            chains: BTreeMap::new(),
+            elements: BTreeMap::new(),
+            sets_added: Vec::new(),
+            sets_removed: Vec::new(),
+        };
+        let mut old_sets = BTreeMap::new();
+        let mut new_sets = BTreeMap::new();
+        for (id, before) in &old.ports {
+            match new.ports.get(id) {
+                Some(after) if Arc::ptr_eq(before, after) || before == after => {}
+                _ => changes.add(before, false, &mut old_sets),
+            }
+        }
+        for (id, after) in &new.ports {
+            match old.ports.get(id) {
+                Some(before) if Arc::ptr_eq(before, after) || before == after => {}
+                _ => changes.add(after, true, &mut new_sets),
+            }
+        }
+        // A chain whose rules are the same (the port changed elsewhere) stays as it is.
+        changes.chains.retain(|_, (before, after)| before != after);
+        for (name, timeout) in &new_sets {
+            if old_sets.get(name) != Some(timeout) {
+                changes.sets_added.push((name, *timeout));
+            }
+        }
+        for (name, timeout) in &old_sets {
+            if new_sets.get(name) != Some(timeout) {
+                changes.sets_removed.push(name);
+            }
+        }
+        changes
+    }
+
+    fn add(&mut self, rules: &'a PortRules, after: bool, sets: &mut BTreeMap<&'a str, u32>) {
+        for (name, chain) in &rules.chains {
+            let entry = self.chains.entry(name).or_default();
+            if after { entry.1 = Some(chain) } else { entry.0 = Some(chain) }
+        }
+        for element in &rules.elements {
+            let entry = self.elements.entry((&element.set, &element.key)).or_default();
+            if after { entry.1 = Some(element) } else { entry.0 = Some(element) }
+        }
+        for (name, timeout) in &rules.affinity_sets {
+            sets.insert(name, *timeout);
+        }
+    }
+}
+
+/// (gone, new) element texts of two sorted key sequences.
+fn diff_keys<'a, K: Ord + 'a>(
+    old: impl Iterator<Item = &'a K>,
+    new: impl Iterator<Item = &'a K>,
+    text: impl Fn(&K) -> String,
+) -> (Vec<String>, Vec<String>) {
+    let old: BTreeSet<&K> = old.collect();
+    let new: BTreeSet<&K> = new.collect();
+    (old.difference(&new).map(|k| text(k)).collect(), new.difference(&old).map(|k| text(k)).collect())
 }
 
 fn affinity_set_body(timeout: u32) -> String {
@@ -339,23 +540,25 @@ fn write_chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[String
     out.push_str("}\n");
 }
 
-fn join_into<'a>(out: &mut String, items: impl IntoIterator<Item = &'a String>) {
-    for (i, item) in items.into_iter().enumerate() {
+/// `add element` or `delete element` of `items`; nothing when there are none.
+fn write_elements<'a>(out: &mut String, verb: &str, table: &str, set: &str, items: impl IntoIterator<Item = &'a str>) {
+    let mut items = items.into_iter().peekable();
+    if items.peek().is_none() {
+        return;
+    }
+    let _ = write!(out, "{verb} element ip {table} {set} {{ ");
+    for (i, item) in items.enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
         out.push_str(item);
     }
+    out.push_str(" }\n");
 }
 
 /// The `nft -f` text that removes the table, if it exists.
 pub fn cleanup_transaction(table: &str) -> String {
     format!("table ip {table} {{}}\ndelete table ip {table}\n")
-}
-
-#[cfg(test)]
-fn chain_names(ruleset: &Ruleset) -> std::collections::BTreeSet<String> {
-    ruleset.chains.keys().cloned().collect()
 }
 
 #[cfg(test)]
@@ -383,33 +586,69 @@ mod tests {
         Snapshot { service_ports: ports, node_ips: vec![Ipv4Addr::new(192, 168, 1, 10)] }
     }
 
+    fn build(ports: Vec<ServicePort>, previous: Option<&Ruleset>) -> Ruleset {
+        Ruleset::build(&snapshot(ports), &Options::default(), previous)
+    }
+
+    fn chain_names(ruleset: &Ruleset) -> BTreeSet<String> {
+        ruleset.ports.values().flat_map(|p| p.chains.iter().map(|(name, _)| name.clone())).collect()
+    }
+
+    fn slot(ruleset: &Ruleset, name: &str) -> Option<u32> {
+        ruleset.ports[&format!("default/{name}/tcp/http")].slot
+    }
+
     #[test]
     fn a_service_dnats_at_random_across_its_endpoints_through_one_map_lookup() {
-        let rules = Ruleset::build(
-            &snapshot(vec![port("web", "10.96.0.10", &["10.244.0.2:8080", "10.244.0.3:8080"])]),
-            &Options::default(),
-        );
+        let rules = build(vec![port("web", "10.96.0.10", &["10.244.0.2:8080", "10.244.0.3:8080"])], None);
         let text = rules.full_transaction();
         assert!(text.starts_with("table ip rudder-proxy {}\ndelete table ip rudder-proxy\n"), "{text}");
-        assert!(text.contains("elements = { 10.96.0.10 . tcp . 80 : goto svc/default/web/tcp/http }"), "{text}");
         assert!(
-            text.contains("chain svc/default/web/tcp/http {\nnumgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.0.2:8080\nmeta l4proto tcp dnat to 10.244.0.3:8080\n}"),
+            text.contains(
+                "add element ip rudder-proxy service-ips { 10.96.0.10 . tcp . 80 : goto svc/default/web/tcp/http }"
+            ),
             "{text}"
         );
-
-        assert!(text.contains("elements = { 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }"), "{text}");
-        assert!(text.contains("elements = { 192.168.1.10 }"), "{text}");
-        assert_eq!(chain_names(&rules), std::collections::BTreeSet::from(["svc/default/web/tcp/http".to_string()]));
+        assert!(
+            text.contains("chain svc/default/web/tcp/http {\nmeta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 0 map @endpoints/tcp/0\n}"),
+            "{text}"
+        );
+        assert!(text.contains("map endpoints/tcp/0 {\ntypeof numgen random mod 1 : ip daddr . tcp dport\n}"), "{text}");
+        assert!(
+            text.contains(
+                "add element ip rudder-proxy endpoints/tcp/0 { 0 : 10.244.0.2 . 8080, 1 : 10.244.0.3 . 8080 }"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("add element ip rudder-proxy hairpin { 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }"),
+            "{text}"
+        );
+        assert!(text.contains("add element ip rudder-proxy node-ips { 192.168.1.10 }"), "{text}");
+        // Elements follow the table's body, so the rules bound to a map exist first.
+        assert!(text.find("add element").unwrap() > text.find("chain svc/").unwrap(), "{text}");
+        assert_eq!(chain_names(&rules), BTreeSet::from(["svc/default/web/tcp/http".to_string()]));
+        assert_eq!(rules.rule_count(), 12 + 1 + 2 + 1 + 2 + 1);
     }
 
     #[test]
     fn a_service_without_endpoints_rejects() {
         let mut p = port("web", "10.96.0.10", &[]);
         p.node_port = Some(30080);
-        let text = Ruleset::build(&snapshot(vec![p]), &Options::default()).full_transaction();
-        assert!(text.contains("map no-endpoint-services {\ntype ipv4_addr . inet_proto . inet_service : verdict\nelements = { 10.96.0.10 . tcp . 80 : goto reject-service }"), "{text}");
-        assert!(text.contains("elements = { tcp . 30080 : goto reject-service }"), "{text}");
+        let text = build(vec![p], None).full_transaction();
+        assert!(
+            text.contains("map no-endpoint-services {\ntype ipv4_addr . inet_proto . inet_service : verdict\n}"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "add element ip rudder-proxy no-endpoint-services { 10.96.0.10 . tcp . 80 : goto reject-service }"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("no-endpoint-nodeports { tcp . 30080 : goto reject-service }"), "{text}");
         assert!(!text.contains("chain svc/"), "{text}");
+        assert!(!text.contains("endpoints/"), "{text}");
     }
 
     #[test]
@@ -419,22 +658,24 @@ mod tests {
         p.protocol = Protocol::Udp;
         p.port_name.clear();
         let options = Options { cluster_cidr: Some("10.244.0.0/16".parse().unwrap()), ..Options::default() };
-        let text = Ruleset::build(&snapshot(vec![p]), &options).full_transaction();
-        assert!(text.contains("elements = { udp . 30080 : goto np/default/web/udp/80 }"), "{text}");
+        let text = Ruleset::build(&snapshot(vec![p]), &options, None).full_transaction();
+        assert!(text.contains("service-nodeports { udp . 30080 : goto np/default/web/udp/80 }"), "{text}");
         assert!(
             text.contains(
                 "chain np/default/web/udp/80 {\nmeta mark set meta mark | 0x4000\ngoto svc/default/web/udp/80\n}"
             ),
             "{text}"
         );
-        assert!(text.contains("chain svc/default/web/udp/80 {\nip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\nmeta l4proto udp dnat to 10.244.0.2:8080\n}"), "{text}");
+        assert!(text.contains("chain svc/default/web/udp/80 {\nip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\nmeta l4proto udp dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/udp/0\n}"), "{text}");
     }
 
     #[test]
     fn client_ip_affinity_remembers_each_client_per_endpoint() {
         let mut p = port("web", "10.96.0.10", &["10.244.0.2:8080", "10.244.0.3:8080"]);
         p.affinity_seconds = Some(60);
-        let text = Ruleset::build(&snapshot(vec![p]), &Options::default()).full_transaction();
+        let rules = build(vec![p], None);
+        assert_eq!(slot(&rules, "web"), None, "affinity picks through chains, not the endpoint maps");
+        let text = rules.full_transaction();
         assert!(text.contains("set aff/60/default/web/tcp/http/10.244.0.2/8080 { type ipv4_addr; flags dynamic,timeout; timeout 60s; }"), "{text}");
         assert!(
             text.contains(
@@ -444,31 +685,34 @@ mod tests {
         );
         assert!(text.contains("numgen random mod 2 vmap { 0 : goto ep/default/web/tcp/http/10.244.0.2/8080, 1 : goto ep/default/web/tcp/http/10.244.0.3/8080 }"), "{text}");
         assert!(text.contains("chain ep/default/web/tcp/http/10.244.0.2/8080 {\nupdate @aff/60/default/web/tcp/http/10.244.0.2/8080 { ip saddr }\nmeta l4proto tcp dnat to 10.244.0.2:8080\n}"), "{text}");
+        assert!(!text.contains("map endpoints/"), "{text}");
     }
 
     #[test]
     fn an_update_touches_only_what_changed() {
-        let before = Ruleset::build(
-            &snapshot(vec![
+        let before = build(
+            vec![
                 port("a", "10.96.0.1", &["10.244.0.2:80", "10.244.0.3:80"]),
                 port("b", "10.96.0.2", &["10.244.0.4:80"]),
                 port("c", "10.96.0.3", &["10.244.0.5:80"]),
-            ]),
-            &Options::default(),
+            ],
+            None,
         );
-        let after = Ruleset::build(
-            &snapshot(vec![
+        let after = build(
+            vec![
                 port("a", "10.96.0.1", &["10.244.0.2:80"]),
                 port("b", "10.96.0.2", &["10.244.0.4:80"]),
                 port("c", "10.96.0.3", &[]),
-            ]),
-            &Options::default(),
+            ],
+            Some(&before),
         );
         assert_eq!(after.update_transaction(&after), "");
+        assert!(Arc::ptr_eq(&before.ports["default/b/tcp/http"], &after.ports["default/b/tcp/http"]), "b is reused");
         let update = after.update_transaction(&before);
         let expected = "flush chain ip rudder-proxy svc/default/a/tcp/http\n\
-             add rule ip rudder-proxy svc/default/a/tcp/http meta l4proto tcp dnat to 10.244.0.2:80\n\
+             add rule ip rudder-proxy svc/default/a/tcp/http meta l4proto tcp dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/tcp/0\n\
              delete element ip rudder-proxy hairpin { 10.244.0.3 . 10.244.0.3, 10.244.0.5 . 10.244.0.5 }\n\
+             delete element ip rudder-proxy endpoints/tcp/0 { 1, 32768 }\n\
              add element ip rudder-proxy no-endpoint-services { 10.96.0.3 . tcp . 80 : goto reject-service }\n\
              delete element ip rudder-proxy service-ips { 10.96.0.3 . tcp . 80 }\n\
              flush chain ip rudder-proxy svc/default/c/tcp/http\n\
@@ -477,16 +721,63 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_moving_changes_one_map_element_and_no_rule() {
+        let before = build(vec![port("a", "10.96.0.1", &["10.244.0.2:80", "10.244.0.3:80"])], None);
+        let after = build(vec![port("a", "10.96.0.1", &["10.244.0.2:80", "10.244.0.9:80"])], Some(&before));
+        let update = after.update_transaction(&before);
+        let expected = "delete element ip rudder-proxy hairpin { 10.244.0.3 . 10.244.0.3 }\n\
+             add element ip rudder-proxy hairpin { 10.244.0.9 . 10.244.0.9 }\n\
+             delete element ip rudder-proxy endpoints/tcp/0 { 1 }\n\
+             add element ip rudder-proxy endpoints/tcp/0 { 1 : 10.244.0.9 . 80 }\n";
+        assert_eq!(update, expected);
+    }
+
+    #[test]
+    fn ports_keep_their_slots_and_a_map_goes_with_its_last_port() {
+        let names: Vec<String> = (0..17).map(|i| format!("s{i:02}")).collect();
+        let ports = |names: &[String]| -> Vec<ServicePort> {
+            names.iter().enumerate().map(|(i, n)| port(n, &format!("10.96.0.{}", i + 1), &["10.244.0.2:80"])).collect()
+        };
+        let first = build(ports(&names), None);
+        assert_eq!(slot(&first, "s16"), Some(16));
+        assert_eq!(
+            first.endpoint_maps.keys().copied().collect::<Vec<_>>(),
+            vec![(Protocol::Tcp, 0), (Protocol::Tcp, 1)]
+        );
+        // s00 goes: the others keep their slots, and a newcomer takes the free one.
+        let mut fewer = names[1..].to_vec();
+        fewer.push("t".to_string());
+        let second = build(ports(&fewer), Some(&first));
+        assert_eq!(slot(&second, "s16"), Some(16));
+        assert_eq!(slot(&second, "t"), Some(0));
+        // Only s16 in endpoints/tcp/1: it going removes the map, after its chain.
+        let third = build(ports(&fewer[..15]), Some(&second));
+        let update = third.update_transaction(&second);
+        let chain = update.find("delete chain ip rudder-proxy svc/default/s16/tcp/http").unwrap();
+        let map = update.find("delete map ip rudder-proxy endpoints/tcp/1").unwrap();
+        assert!(chain < map, "{update}");
+        assert!(!update.contains("delete element ip rudder-proxy endpoints/tcp/1"), "{update}");
+        // And coming back creates it before the rule that uses it.
+        let update = second.update_transaction(&third);
+        let map = update
+            .find("add map ip rudder-proxy endpoints/tcp/1 { typeof numgen random mod 1 : ip daddr . tcp dport; }")
+            .unwrap();
+        let rule = update.find("add rule ip rudder-proxy svc/default/s16/tcp/http").unwrap();
+        assert!(map < rule, "{update}");
+    }
+
+    #[test]
     fn an_update_creates_affinity_sets_and_chains_before_using_them_and_removes_them_after() {
         let mut with = port("a", "10.96.0.1", &["10.244.0.2:80"]);
         with.affinity_seconds = Some(30);
-        let plain = Ruleset::build(&snapshot(vec![port("a", "10.96.0.1", &["10.244.0.2:80"])]), &Options::default());
-        let sticky = Ruleset::build(&snapshot(vec![with]), &Options::default());
+        let plain = build(vec![port("a", "10.96.0.1", &["10.244.0.2:80"])], None);
+        let sticky = build(vec![with], Some(&plain));
         let up = sticky.update_transaction(&plain);
         let set = up.find("add set ip rudder-proxy aff/30/").unwrap();
         let chain = up.find("add chain ip rudder-proxy ep/").unwrap();
         let rule = up.find("add rule ip rudder-proxy svc/default/a/tcp/http ip saddr @aff").unwrap();
         assert!(set < chain && chain < rule, "{up}");
+        assert!(up.contains("delete map ip rudder-proxy endpoints/tcp/0"), "{up}");
         let down = plain.update_transaction(&sticky);
         let flush = down.find("flush chain ip rudder-proxy ep/").unwrap();
         let delete = down.find("delete chain ip rudder-proxy ep/").unwrap();
