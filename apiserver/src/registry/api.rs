@@ -54,7 +54,7 @@ impl<K: Resource + Shape> ResourceApi for Registry<K> {
     }
 
     async fn create(&self, namespace: &str, object: &[u8], dry_run: bool) -> Result<Bytes, ApiError> {
-        Registry::create(self, namespace, object, dry_run).await.map(encode)
+        Registry::create_encoded(self, namespace, object, dry_run).await.map(|(_, encoded)| encoded)
     }
 
     async fn get(&self, namespace: &str, name: &str, resource_version: &str) -> Result<Bytes, ApiError> {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::allocation::Reservations;
 use crate::storage::keys::Keys;
 use crate::storage::{Etcd, Expect, StorageError, Write, WriteResult};
-use crate::watchcache::{Attrs, CachedObject, Filter, ObjectCodec, Start, WatchCache, Watcher, with_revision};
+use crate::watchcache::{Attrs, CachedObject, Filter, ObjectCodec, Start, WatchCache, Watcher, slim, with_revision};
 pub use strategy::{NameRule, Shape, Strategy};
 
 /// Which part of an object an update writes.
@@ -82,17 +82,24 @@ pub struct TypedCodec<K: Resource + Shape> {
 }
 
 impl<K: Resource + Shape> ObjectCodec for TypedCodec<K> {
+    /// The stored bytes are cached as they are, with the resourceVersion appended, so
+    /// an event costs no re-encoding; only kinds with selectable fields of their own
+    /// are decoded whole.
     fn index(&self, key: &str, value: &[u8], revision: i64) -> Result<CachedObject, String> {
-        let mut object = K::decode(value).map_err(|e| format!("decoding {}: {e}", K::INFO.kind))?;
-        let meta = object.metadata_mut();
-        meta.resource_version = revision.to_string();
-        let attrs = Attrs {
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone(),
-            labels: meta.labels.clone(),
-            fields: self.strategy.fields(&object),
+        let error = |e: prost::DecodeError| format!("decoding {}: {e}", K::INFO.kind);
+        let attrs = if self.strategy.field_names().is_empty() {
+            slim::attrs(value).map_err(error)?
+        } else {
+            let object = K::decode(value).map_err(error)?;
+            let meta = object.metadata();
+            Attrs {
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+                labels: meta.labels.clone(),
+                fields: self.strategy.fields(&object),
+            }
         };
-        Ok(CachedObject { key: key.to_string(), bytes: object.encode_to_vec().into(), revision, attrs })
+        Ok(CachedObject { key: key.to_string(), bytes: with_revision(value, revision), revision, attrs })
     }
 }
 
@@ -189,12 +196,18 @@ impl<K: Resource + Shape> Registry<K> {
     }
 
     pub async fn create(&self, namespace: &str, bytes: &[u8], dry_run: bool) -> Result<K, ApiError> {
+        self.create_encoded(namespace, bytes, dry_run).await.map(|(object, _)| object)
+    }
+
+    /// Creates an object; returns it and its encoding with its resourceVersion set
+    /// (what the API answers), encoded once for etcd and never again.
+    pub async fn create_encoded(&self, namespace: &str, bytes: &[u8], dry_run: bool) -> Result<(K, Bytes), ApiError> {
         let mut object = self.decode(bytes)?;
         let ns = self.resolve_namespace(namespace, &object.metadata().namespace)?;
         {
             let meta = object.metadata_mut();
-            meta.namespace = ns.clone();
-            meta.uid = uuid::Uuid::new_v4().to_string();
+            meta.namespace.clone_from(&ns);
+            meta.uid = new_uid();
             meta.creation_timestamp = Some(Time::now_seconds());
             meta.resource_version.clear();
             meta.deletion_timestamp = None;
@@ -211,29 +224,41 @@ impl<K: Resource + Shape> Registry<K> {
         }
         self.validate_create(&object)?;
 
+        let reserving = self.strategy.reserves_on_create();
         let mut fresh_namespace = false;
         for _ in 0..MAX_ATTEMPTS {
             let guards = self.admit(&ns, &object.metadata().name, fresh_namespace).await?;
-            let mut candidate = object.clone();
-            let reservations = self.strategy.reserve_on_create(&mut candidate)?;
+            // Values reserved by a failed attempt are not the next attempt's: a kind
+            // that reserves works on a copy, every other kind on the object itself.
+            let mut copy;
+            let candidate = if reserving {
+                copy = object.clone();
+                &mut copy
+            } else {
+                &mut object
+            };
+            let reservations = self.strategy.reserve_on_create(candidate)?;
             if dry_run {
-                return Ok(candidate);
+                let encoded = candidate.encode_to_vec().into();
+                return Ok((std::mem::take(candidate), encoded));
             }
-            let name = candidate.metadata().name.clone();
-            let mut write = Write::new(self.key(&ns, &name), Expect::Absent, Some(candidate.encode_to_vec().into()));
+            let value = Bytes::from(candidate.encode_to_vec());
+            let mut write = Write::new(self.key(&ns, &candidate.metadata().name), Expect::Absent, Some(value));
             write.guards = guards;
             write.reserve = reservations.reserve;
             write.release = reservations.release;
             match self.commit(&write).await? {
                 WriteResult::Committed { revision } => {
-                    candidate.metadata_mut().resource_version = revision.to_string();
-                    return Ok(candidate);
+                    let mut created = std::mem::take(candidate);
+                    created.metadata_mut().resource_version = revision.to_string();
+                    let encoded = write.value.as_ref().map(|v| with_revision(v, revision)).unwrap_or_default();
+                    return Ok((created, encoded));
                 }
                 WriteResult::Failed { current: Some(_), .. } if generated => {
                     object.metadata_mut().name = generate_name(&object.metadata().generate_name);
                 }
                 WriteResult::Failed { current: Some(_), .. } => {
-                    return Err(ApiError::already_exists(self.info, &name));
+                    return Err(ApiError::already_exists(self.info, &candidate.metadata().name));
                 }
                 WriteResult::Failed { failed, .. } => {
                     fresh_namespace = failed.iter().any(|k| write.guards.iter().any(|(g, _)| g == k));
@@ -734,6 +759,13 @@ fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
         .ok()
         .and_then(|json| serde_json::from_slice(&json).ok())
         .ok_or_else(|| ApiError::bad_request("the continue token is not valid; list again without it"))
+}
+
+/// A random (version 4) UID from the thread's generator: `Uuid::new_v4` asks the
+/// kernel for every one, a system call per create.
+fn new_uid() -> String {
+    use rand::RngExt as _;
+    uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid().to_string()
 }
 
 /// Kubernetes' generateName suffix: five characters from an alphabet without vowels

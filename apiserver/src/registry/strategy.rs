@@ -52,7 +52,9 @@ pub trait Strategy<K: Resource + Shape>: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Field selector values besides metadata.name and metadata.namespace.
+    /// Field selector values besides metadata.name and metadata.namespace. A kind that
+    /// has any names them in `field_names`: the watch cache decodes only those kinds'
+    /// objects whole.
     fn fields(&self, _object: &K) -> Vec<(&'static str, String)> {
         Vec::new()
     }
@@ -66,6 +68,12 @@ pub trait Strategy<K: Resource + Shape>: Send + Sync + 'static {
     /// object is removed, or None to remove it now.
     fn grace_period(&self, _object: &K, _options: &DeleteOptions) -> Option<i64> {
         None
+    }
+
+    /// Whether `reserve_on_create` may change the object. The registry keeps an
+    /// unreserved copy for retries only for the kinds that say so.
+    fn reserves_on_create(&self) -> bool {
+        false
     }
 
     /// Values to reserve for a new object (ClusterIPs, NodePorts), filling them in.

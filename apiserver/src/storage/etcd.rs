@@ -160,39 +160,12 @@ impl Etcd {
     /// Applies `write` atomically if its conditions hold.
     pub async fn write(&self, write: &Write) -> Result<WriteResult, StorageError> {
         let started = Instant::now();
-        let mut compares = Vec::with_capacity(1 + write.guards.len() + write.reserve.len());
-        compares.push(match write.expect {
-            Expect::Absent => Compare::create_revision(write.key.as_str(), CompareOp::Equal, 0),
-            Expect::Revision(r) => Compare::mod_revision(write.key.as_str(), CompareOp::Equal, r),
-        });
-        for (key, revision) in &write.guards {
-            compares.push(Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision));
-        }
-        for (key, _) in &write.reserve {
-            compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
-        }
-        let mut on_success = Vec::with_capacity(1 + write.reserve.len() + write.release.len());
-        on_success.push(match &write.value {
-            Some(value) => TxnOp::put(write.key.as_str(), value.to_vec(), None),
-            None => TxnOp::delete(write.key.as_str(), None),
-        });
-        for (key, value) in &write.reserve {
-            on_success.push(TxnOp::put(key.as_str(), value.to_vec(), None));
-        }
-        for key in &write.release {
-            on_success.push(TxnOp::delete(key.as_str(), None));
-        }
-        // On failure, read back everything compared so the caller learns which
-        // condition failed without another round trip.
-        let mut on_failure = vec![TxnOp::get(write.key.as_str(), None)];
-        on_failure.extend(write.guards.iter().map(|(k, _)| TxnOp::get(k.as_str(), None)));
-        on_failure.extend(write.reserve.iter().map(|(k, _)| TxnOp::get(k.as_str(), None)));
-        let txn = Txn::new().when(compares).and_then(on_success).or_else(on_failure);
-
         let mut backoff = Duration::from_millis(50);
         let response = loop {
             let mut kv = self.client.kv_client();
-            match kv.txn(txn.clone()).await {
+            // Built afresh for each attempt rather than cloned for it: etcd-client takes
+            // the transaction by value, and most writes are sent once.
+            match kv.txn(transaction(write)).await {
                 Ok(response) => break response,
                 Err(e) => {
                     let error = classify(e);
@@ -282,6 +255,39 @@ impl Etcd {
             }
         }
     }
+}
+
+/// The etcd transaction of a write: its conditions, the write and its side effects if
+/// they hold, and otherwise a read of everything compared, so the caller learns which
+/// condition failed without another round trip.
+fn transaction(write: &Write) -> Txn {
+    let mut compares = Vec::with_capacity(1 + write.guards.len() + write.reserve.len());
+    compares.push(match write.expect {
+        Expect::Absent => Compare::create_revision(write.key.as_str(), CompareOp::Equal, 0),
+        Expect::Revision(r) => Compare::mod_revision(write.key.as_str(), CompareOp::Equal, r),
+    });
+    for (key, revision) in &write.guards {
+        compares.push(Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision));
+    }
+    for (key, _) in &write.reserve {
+        compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+    }
+    let mut on_success = Vec::with_capacity(1 + write.reserve.len() + write.release.len());
+    on_success.push(match &write.value {
+        Some(value) => TxnOp::put(write.key.as_str(), value.to_vec(), None),
+        None => TxnOp::delete(write.key.as_str(), None),
+    });
+    for (key, value) in &write.reserve {
+        on_success.push(TxnOp::put(key.as_str(), value.to_vec(), None));
+    }
+    for key in &write.release {
+        on_success.push(TxnOp::delete(key.as_str(), None));
+    }
+    let mut on_failure = Vec::with_capacity(1 + write.guards.len() + write.reserve.len());
+    on_failure.push(TxnOp::get(write.key.as_str(), None));
+    on_failure.extend(write.guards.iter().map(|(k, _)| TxnOp::get(k.as_str(), None)));
+    on_failure.extend(write.reserve.iter().map(|(k, _)| TxnOp::get(k.as_str(), None)));
+    Txn::new().when(compares).and_then(on_success).or_else(on_failure)
 }
 
 fn first_kv(response: &TxnOpResponse) -> Option<Stored> {

@@ -15,6 +15,7 @@
 //! current state therefore reads that state from etcd rather than waiting for the cache.
 
 pub mod filter;
+pub mod slim;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -445,7 +446,7 @@ fn transition(event: &Event, filter: &Filter) -> Option<EventType> {
 /// An object's encoding with metadata.resourceVersion replaced. Protobuf merges a
 /// repeated embedded message field into the first, so appending a `metadata` holding
 /// only the new resourceVersion sets it without decoding the object.
-pub fn with_revision(bytes: &Bytes, revision: i64) -> Bytes {
+pub fn with_revision(bytes: &[u8], revision: i64) -> Bytes {
     let patch = PartialObjectMetadata {
         metadata: Some(ObjectMeta { resource_version: revision.to_string(), ..Default::default() }),
     };

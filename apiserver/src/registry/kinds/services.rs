@@ -328,6 +328,10 @@ impl Strategy<Service> for ServiceStrategy {
         Vec::new()
     }
 
+    fn reserves_on_create(&self) -> bool {
+        true
+    }
+
     fn reserve_on_create(&self, service: &mut Service) -> Result<Reservations, ApiError> {
         let snapshot = service.clone();
         let name = snapshot.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
