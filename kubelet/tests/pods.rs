@@ -376,3 +376,91 @@ async fn a_host_network_pod_with_a_claim_and_a_secret_runs_to_completion() {
 fn container_terminated(status: &proto::core::v1::PodStatus) -> proto::core::v1::ContainerStateTerminated {
     status.container_statuses[0].state.clone().and_then(|s| s.terminated).unwrap_or_default()
 }
+
+#[tokio::test]
+async fn security_contexts_bound_capabilities_privilege_escalation_and_the_root_filesystem() {
+    if !root() {
+        return;
+    }
+    let node = Node::start(5).await;
+    node.create_pod(json!({
+        "metadata": {"name": "locked"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "plain", "image": "rudder/busybox:test", "command": ["sleep", "3600"]},
+                {
+                    "name": "tight",
+                    "image": "rudder/busybox:test",
+                    "command": ["sleep", "3600"],
+                    "securityContext": {
+                        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+                        "allowPrivilegeEscalation": false,
+                        "readOnlyRootFilesystem": true
+                    },
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]
+                },
+                {
+                    "name": "admin",
+                    "image": "rudder/busybox:test",
+                    "command": ["sleep", "3600"],
+                    "securityContext": {"privileged": true}
+                }
+            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}]
+        }
+    }))
+    .await;
+    let pod = node.wait_pod("locked", "Running and Ready", running_and_ready).await;
+    let status_line = |container: &str, pid: &str, field: &str| {
+        let (code, out) = node.exec(&pod, container, &["grep", field, &format!("/proc/{pid}/status")]);
+        assert_eq!(code, 0, "{container}: {out}");
+        out.split_whitespace().nth(1).unwrap_or_default().to_string()
+    };
+    // containerd's default set, for the container's process and for an exec'd one.
+    assert_eq!(status_line("plain", "1", "CapBnd"), "00000000a80425fb");
+    assert_eq!(status_line("plain", "self", "CapEff"), "00000000a80425fb");
+    assert_eq!(status_line("plain", "1", "NoNewPrivs"), "0");
+    let (code, _) = node.exec(&pod, "plain", &["mount", "-t", "tmpfs", "none", "/mnt"]);
+    assert_ne!(code, 0, "a container without SYS_ADMIN mounted a filesystem");
+    assert_eq!(node.exec(&pod, "plain", &["touch", "/written"]).0, 0);
+
+    assert_eq!(status_line("tight", "1", "CapBnd"), "0000000000000400");
+    assert_eq!(status_line("tight", "self", "CapBnd"), "0000000000000400");
+    assert_eq!(status_line("tight", "1", "NoNewPrivs"), "1");
+    assert_eq!(status_line("tight", "self", "NoNewPrivs"), "1");
+    let (code, out) = node.exec(&pod, "tight", &["touch", "/written"]);
+    assert_ne!(code, 0, "the read-only root took a write: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert_eq!(node.exec(&pod, "tight", &["touch", "/scratch/written"]).0, 0, "its volume stays writable");
+
+    let host_bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .unwrap();
+    assert_eq!(status_line("admin", "1", "CapBnd"), host_bounding, "privileged keeps every capability");
+
+    // A contradiction is refused before anything starts, with the reason.
+    node.create_pod(json!({
+        "metadata": {"name": "contradiction"},
+        "spec": {"containers": [{
+            "name": "main", "image": "rudder/busybox:test", "command": ["sleep", "3600"],
+            "securityContext": {"privileged": true, "allowPrivilegeEscalation": false}
+        }]}
+    }))
+    .await;
+    let refused = node
+        .wait_pod("contradiction", "CreateContainerConfigError", |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.container_statuses.iter().any(|c| waiting_reason(c) == "CreateContainerConfigError"))
+        })
+        .await;
+    let message = refused.status.unwrap().container_statuses[0].state.clone().unwrap().waiting.unwrap().message;
+    assert!(message.contains("allowPrivilegeEscalation cannot be false when privileged is true"), "{message}");
+    for name in ["locked", "contradiction"] {
+        node.pods().delete(name, Default::default()).await.unwrap();
+        node.wait_gone(name).await;
+    }
+}

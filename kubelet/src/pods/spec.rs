@@ -11,6 +11,7 @@ use proto::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use proto::quantity::Amount;
 
 use crate::runtime::launch::{Mount, MountKind};
+use crate::runtime::privileges::Privileges;
 use crate::runtime::{ImageSpec, Limits};
 use crate::volumes::HostVolume;
 
@@ -363,6 +364,11 @@ fn lookup(layers: &[PathBuf], file: &str, name: &str) -> Option<(u32, u32)> {
 }
 
 /// (uid, gid, supplementary groups): securityContext first, then the image's USER.
+/// The container's capabilities, no_new_privs and read-only root, from its securityContext.
+pub fn privileges(container: &Container) -> Result<Privileges, ConfigError> {
+    Privileges::for_container(container.security_context.as_ref()).map_err(config_error)
+}
+
 pub fn user(pod: &Pod, container: &Container, image: &ImageSpec) -> Result<(u32, u32, Vec<u32>), ConfigError> {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
     let sc = container.security_context.clone().unwrap_or_default();

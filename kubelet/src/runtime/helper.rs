@@ -459,11 +459,18 @@ fn start_in_child(launch: &Launch) -> Result<std::convert::Infallible, String> {
     let program = resolve_program(&launch.argv, &launch.env)?;
     let cwd = if launch.cwd.is_empty() { "/" } else { launch.cwd.as_str() };
     std::fs::create_dir_all(cwd).map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
+    if let Some(privileges) = &launch.privileges {
+        privileges.seal_root()?;
+        privileges.restrict_capabilities()?;
+    }
     let groups: Vec<Gid> = launch.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setgid(Gid::from_raw(launch.gid)).map_err(|e| format!("setgid {}: {e}", launch.gid))?;
     nix::unistd::setuid(Uid::from_raw(launch.uid)).map_err(|e| format!("setuid {}: {e}", launch.uid))?;
     nix::unistd::chdir(cwd).map_err(|e| format!("chdir {cwd}: {e}"))?;
+    if let Some(privileges) = &launch.privileges {
+        privileges.seal_process()?;
+    }
     exec_program(&program, &launch.argv, &launch.env)
 }
 
@@ -586,10 +593,17 @@ fn exec(args: &[String]) -> i32 {
                     }
                 }
                 let program = resolve_program(command, &env)?;
+                // An exec'd process is held to the container's own privileges.
+                if let Some(privileges) = &launch.privileges {
+                    privileges.restrict_capabilities()?;
+                }
                 let groups: Vec<Gid> = launch.groups.iter().map(|g| Gid::from_raw(*g)).collect();
                 nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
                 nix::unistd::setgid(Gid::from_raw(launch.gid)).map_err(|e| format!("setgid: {e}"))?;
                 nix::unistd::setuid(Uid::from_raw(launch.uid)).map_err(|e| format!("setuid: {e}"))?;
+                if let Some(privileges) = &launch.privileges {
+                    privileges.seal_process()?;
+                }
                 let cwd = if launch.cwd.is_empty() { "/" } else { launch.cwd.as_str() };
                 let _ = nix::unistd::chdir(cwd);
                 exec_program(&program, command, &env)

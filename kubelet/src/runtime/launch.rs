@@ -51,6 +51,10 @@ pub struct Launch {
     /// writes and rotates; absent (launches of older kubelets): the monitor's own.
     #[serde(default)]
     pub log: Option<LogTarget>,
+    /// Capabilities, no_new_privs and a read-only root; absent (launches of older
+    /// kubelets): every capability, as those ran.
+    #[serde(default)]
+    pub privileges: Option<super::privileges::Privileges>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -9,6 +9,7 @@ pub mod helper;
 pub mod launch;
 pub mod logs;
 pub mod native;
+pub mod privileges;
 pub mod terminal;
 
 use std::future::Future;
@@ -71,6 +72,7 @@ pub struct ContainerConfig {
     pub limits: Limits,
     /// stdout and stderr go here.
     pub log_path: PathBuf,
+    pub privileges: privileges::Privileges,
 }
 
 #[derive(Debug, Clone, PartialEq)]

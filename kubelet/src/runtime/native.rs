@@ -325,6 +325,7 @@ impl Runtime for NativeRuntime {
             started_file: dir.join("started.json"),
             exit_file: dir.join("exited.json"),
             log: Some(LogTarget { path: config.log_path.clone(), rotation: self.log_rotation }),
+            privileges: Some(config.privileges.clone()),
         };
         let meta = Meta {
             name: config.name.clone(),
