@@ -96,6 +96,9 @@ pub struct NodeInfo {
     pub nonzero_requested: Resources,
     pub pods: Vec<Arc<PodInfo>>,
     pub used_ports: Vec<HostPort>,
+    /// How many of `pods` have inter-pod (anti-)affinity terms, so that pods
+    /// without any skip the scan of every pod when nobody has them.
+    pub pods_with_pod_affinity: usize,
 }
 
 impl NodeInfo {
@@ -110,6 +113,7 @@ impl NodeInfo {
             nonzero_requested: Resources::default(),
             pods: Vec::new(),
             used_ports: Vec::new(),
+            pods_with_pod_affinity: 0,
         }
     }
 
@@ -128,6 +132,7 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.nonzero_requested.add(&pod.nonzero_requests);
         self.used_ports.extend(pod.host_ports.iter().cloned());
+        self.pods_with_pod_affinity += usize::from(crate::interpod::has_terms(&pod.pod));
         self.pods.push(pod);
     }
 
@@ -136,6 +141,7 @@ impl NodeInfo {
         let pod = self.pods.swap_remove(at);
         self.requested.sub(&pod.requests);
         self.nonzero_requested.sub(&pod.nonzero_requests);
+        self.pods_with_pod_affinity -= usize::from(crate::interpod::has_terms(&pod.pod));
         if !pod.host_ports.is_empty() {
             self.used_ports = self.pods.iter().flat_map(|p| p.host_ports.iter().cloned()).collect();
         }
@@ -287,7 +293,7 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proto::core::v1::{Container, ContainerPort, NodeCondition, NodeStatus, PodSpec, ResourceRequirements};
     use proto::meta::v1::{ObjectMeta, Quantity};

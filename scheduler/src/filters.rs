@@ -20,6 +20,8 @@ pub struct PodFacts<'a> {
     pub required_terms: Option<&'a [NodeSelectorTerm]>,
     /// Topology spread constraints with their domain counts (empty when none).
     pub spread: Vec<crate::spread::Constraint>,
+    /// Inter-pod (anti-)affinity counts; None when no pod has such terms.
+    pub interpod: Option<crate::interpod::InterPod>,
     /// Requests and pod counts held by nominated pods this pod must not
     /// displace, by node (empty when none).
     pub reserved: std::collections::HashMap<String, (crate::resources::Resources, i64)>,
@@ -39,6 +41,7 @@ impl<'a> PodFacts<'a> {
                 .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
                 .map(|r| r.node_selector_terms.as_slice()),
             spread: Vec::new(),
+            interpod: None,
             reserved: Default::default(),
         }
     }
@@ -57,6 +60,7 @@ pub enum Failure {
     HostPorts,
     TopologySpread,
     TopologySpreadMissingLabel,
+    InterPod(crate::interpod::Violation),
     /// Which of cpu, memory, ephemeral-storage and the pod count ran out.
     Insufficient {
         cpu: bool,
@@ -80,6 +84,15 @@ impl Failure {
             Failure::TopologySpread => vec!["node(s) didn't match pod topology spread constraints".into()],
             Failure::TopologySpreadMissingLabel => {
                 vec!["node(s) didn't match pod topology spread constraints (missing required label)".into()]
+            }
+            Failure::InterPod(crate::interpod::Violation::Affinity) => {
+                vec!["node(s) didn't match pod affinity rules".into()]
+            }
+            Failure::InterPod(crate::interpod::Violation::AntiAffinity) => {
+                vec!["node(s) didn't match pod anti-affinity rules".into()]
+            }
+            Failure::InterPod(crate::interpod::Violation::ExistingAntiAffinity) => {
+                vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()]
             }
             Failure::Insufficient { cpu, memory, ephemeral_storage, pods } => {
                 let mut out = Vec::new();
@@ -193,6 +206,9 @@ pub fn check(pod: &PodFacts, node: &NodeInfo) -> Option<Failure> {
             Some(false) => return Some(Failure::TopologySpread),
             Some(true) => {}
         }
+    }
+    if let Some(violation) = pod.interpod.as_ref().and_then(|state| state.check(node)) {
+        return Some(Failure::InterPod(violation));
     }
     None
 }

@@ -167,6 +167,10 @@ impl Scheduler {
             let spread = crate::spread::prepare(cache, info, |n| filters::matches_affinity(&facts, n));
             facts.spread = spread;
         }
+        match crate::interpod::InterPod::prepare(cache, info) {
+            Ok(state) => facts.interpod = state,
+            Err(e) => return Decision::Unschedulable(format!("0/{total} nodes are available: spec.affinity.{e}.")),
+        }
         let wanted = self.feasible_wanted(total);
         let start = if nodes.is_empty() { 0 } else { self.next_start.load(Ordering::Relaxed) % nodes.len() };
         let mut feasible = Vec::with_capacity(wanted.min(nodes.len()));
@@ -195,7 +199,7 @@ impl Scheduler {
             return Decision::Unschedulable(filters::fit_error(total, &failures));
         }
         let peers = self.peers(info);
-        let totals = scores::score(info, &feasible, &self.profile.weights, peers.as_ref(), &facts.spread);
+        let totals = scores::score(info, &feasible, &self.profile.weights, peers.as_ref(), &facts);
         let mut best = 0;
         for (i, t) in totals.iter().enumerate() {
             if *t > totals[best] {

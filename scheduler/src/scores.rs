@@ -20,6 +20,7 @@ pub struct Weights {
     pub taint_toleration: i64,
     pub selector_spread: i64,
     pub topology_spread: i64,
+    pub inter_pod_affinity: i64,
 }
 
 impl Default for Weights {
@@ -31,6 +32,7 @@ impl Default for Weights {
             taint_toleration: 3,
             selector_spread: 1,
             topology_spread: 2,
+            inter_pod_affinity: 2,
         }
     }
 }
@@ -110,7 +112,7 @@ pub fn score(
     nodes: &[&NodeInfo],
     weights: &Weights,
     peers: Option<&Peers>,
-    spread: &[crate::spread::Constraint],
+    facts: &crate::filters::PodFacts,
 ) -> Vec<i64> {
     let mut totals: Vec<i64> = nodes
         .iter()
@@ -146,7 +148,19 @@ pub fn score(
             *total += weights.taint_toleration * 100;
         }
     }
-    let soft: Vec<&crate::spread::Constraint> = spread.iter().filter(|c| !c.hard).collect();
+    if let Some(interpod) = &facts.interpod {
+        let raw: Vec<Option<i64>> = nodes.iter().map(|n| interpod.raw_score(n)).collect();
+        if raw.iter().any(Option::is_some) {
+            // As kube-scheduler normalises it: the lowest sum 0, the highest 100.
+            let raw: Vec<i64> = raw.into_iter().map(|r| r.unwrap_or(0)).collect();
+            let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+            for (total, r) in totals.iter_mut().zip(&raw) {
+                let normalised = if max == min { 0 } else { (r - min) * 100 / (max - min) };
+                *total += weights.inter_pod_affinity * normalised;
+            }
+        }
+    }
+    let soft: Vec<&crate::spread::Constraint> = facts.spread.iter().filter(|c| !c.hard).collect();
     if !soft.is_empty() {
         // Matching pods in the node's domains: fewer is better.
         let raw: Vec<i64> = nodes.iter().map(|n| soft.iter().map(|c| c.domain_count(n).unwrap_or(0)).sum()).collect();

@@ -562,3 +562,71 @@ async fn the_room_a_preemptor_freed_is_held_for_it_against_lower_priority_pods()
     let keep = pods.get("keep").await.unwrap();
     assert!(keep.metadata.unwrap().deletion_timestamp.is_none(), "no second preemption was needed");
 }
+
+#[tokio::test]
+async fn pod_anti_affinity_keeps_replicas_apart_and_pod_affinity_brings_a_pod_to_its_peer() {
+    use proto::core::v1::{Affinity, PodAffinity, PodAffinityTerm};
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    for (name, zone) in [("n1", "a"), ("n2", "a"), ("n3", "b")] {
+        nodes.create(&node(name, "8", &[("zone", zone), ("kubernetes.io/hostname", name)], &[])).await.unwrap();
+    }
+    let term = |app: &str, key: &str| PodAffinityTerm {
+        label_selector: Some(proto::meta::v1::LabelSelector {
+            match_labels: [("app".to_string(), app.to_string())].into_iter().collect(),
+            ..Default::default()
+        }),
+        topology_key: key.into(),
+        ..Default::default()
+    };
+    let labelled = |name: &str, app: &str, affinity: Affinity| {
+        let mut p = pod(name, "100m");
+        p.metadata.as_mut().unwrap().labels.insert("app".into(), app.into());
+        p.spec.as_mut().unwrap().affinity = Some(affinity);
+        p
+    };
+    let apart = Affinity {
+        pod_anti_affinity: Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: vec![term("db", "kubernetes.io/hostname")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    let mut placed = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let name = format!("db-{i}");
+        pods.create(&labelled(&name, "db", apart.clone())).await.unwrap();
+        placed.insert(node_of(&cluster.client, &name).await);
+    }
+    assert_eq!(placed.len(), 3, "two db replicas share a node: {placed:?}");
+    pods.create(&labelled("db-3", "db", apart)).await.unwrap();
+    let (status, reason, message) = pod_scheduled_condition(&cluster.client, "db-3", "False").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Unschedulable"));
+    assert!(message.contains("0/3 nodes are available"), "{message}");
+    assert!(message.contains("node(s) didn't satisfy existing pods anti-affinity rules"), "{message}");
+
+    // A pod that wants to share a zone with db-0 goes to that zone.
+    let db0_node = node_of(&cluster.client, "db-0").await;
+    let db0_zone = if db0_node == "n3" { "b" } else { "a" };
+    // Gone at once (no kubelet finishes a graceful deletion here): terminating pods
+    // still count for affinity, as in Kubernetes.
+    let now = proto::meta::v1::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+    for name in ["db-1", "db-2", "db-3"] {
+        pods.delete(name, now.clone()).await.unwrap();
+    }
+    let near = Affinity {
+        pod_affinity: Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: vec![term("db", "zone")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for i in 0..3 {
+        let name = format!("web-{i}");
+        pods.create(&labelled(&name, "web", near.clone())).await.unwrap();
+        let zone = if node_of(&cluster.client, &name).await == "n3" { "b" } else { "a" };
+        assert_eq!(zone, db0_zone, "{name} left db-0's zone");
+    }
+}
