@@ -387,6 +387,7 @@ async fn security_contexts_bound_capabilities_privilege_escalation_and_the_root_
         "metadata": {"name": "locked"},
         "spec": {
             "terminationGracePeriodSeconds": 1,
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [
                 {"name": "plain", "image": "rudder/busybox:test", "command": ["sleep", "3600"]},
                 {
@@ -421,6 +422,10 @@ async fn security_contexts_bound_capabilities_privilege_escalation_and_the_root_
     assert_eq!(status_line("plain", "1", "CapBnd"), "00000000a80425fb");
     assert_eq!(status_line("plain", "self", "CapEff"), "00000000a80425fb");
     assert_eq!(status_line("plain", "1", "NoNewPrivs"), "0");
+    // The pod's RuntimeDefault seccomp profile filters every unprivileged container.
+    assert_eq!(status_line("plain", "1", "Seccomp:"), "2");
+    assert_eq!(status_line("tight", "self", "Seccomp:"), "2");
+    assert_eq!(status_line("admin", "1", "Seccomp:"), "0");
     let (code, _) = node.exec(&pod, "plain", &["mount", "-t", "tmpfs", "none", "/mnt"]);
     assert_ne!(code, 0, "a container without SYS_ADMIN mounted a filesystem");
     assert_eq!(node.exec(&pod, "plain", &["touch", "/written"]).0, 0);

@@ -364,9 +364,12 @@ fn lookup(layers: &[PathBuf], file: &str, name: &str) -> Option<(u32, u32)> {
 }
 
 /// (uid, gid, supplementary groups): securityContext first, then the image's USER.
-/// The container's capabilities, no_new_privs and read-only root, from its securityContext.
-pub fn privileges(container: &Container) -> Result<Privileges, ConfigError> {
-    Privileges::for_container(container.security_context.as_ref()).map_err(config_error)
+/// The container's capabilities, no_new_privs, read-only root and seccomp filter,
+/// from its securityContext and the pod's.
+pub fn privileges(pod: &Pod, container: &Container) -> Result<Privileges, ConfigError> {
+    let pod_seccomp =
+        pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.seccomp_profile.as_ref());
+    Privileges::for_container(container.security_context.as_ref(), pod_seccomp).map_err(config_error)
 }
 
 pub fn user(pod: &Pod, container: &Container, image: &ImageSpec) -> Result<(u32, u32, Vec<u32>), ConfigError> {

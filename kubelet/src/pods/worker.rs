@@ -534,7 +534,7 @@ impl Worker {
             mounts,
             limits: spec::limits(container),
             log_path,
-            privileges: spec::privileges(container)?,
+            privileges: spec::privileges(&self.pod, container)?,
         })
     }
 

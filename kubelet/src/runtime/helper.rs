@@ -462,6 +462,7 @@ fn start_in_child(launch: &Launch) -> Result<std::convert::Infallible, String> {
     if let Some(privileges) = &launch.privileges {
         privileges.seal_root()?;
         privileges.restrict_capabilities()?;
+        privileges.filter_system_calls()?;
     }
     let groups: Vec<Gid> = launch.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
@@ -596,6 +597,7 @@ fn exec(args: &[String]) -> i32 {
                 // An exec'd process is held to the container's own privileges.
                 if let Some(privileges) = &launch.privileges {
                     privileges.restrict_capabilities()?;
+                    privileges.filter_system_calls()?;
                 }
                 let groups: Vec<Gid> = launch.groups.iter().map(|g| Gid::from_raw(*g)).collect();
                 nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;

@@ -10,6 +10,7 @@ pub mod launch;
 pub mod logs;
 pub mod native;
 pub mod privileges;
+pub mod seccomp;
 pub mod terminal;
 
 use std::future::Future;

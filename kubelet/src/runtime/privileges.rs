@@ -1,8 +1,9 @@
 //! What a container's processes may do beyond their user id: the capabilities they
 //! can hold (the bounding set: containerd's default set, changed by
 //! `securityContext.capabilities` add and drop, every one when `privileged`),
-//! no_new_privs (`allowPrivilegeEscalation: false`) and a read-only root filesystem
-//! (`readOnlyRootFilesystem`). The kubelet computes them from the pod; the helper
+//! no_new_privs (`allowPrivilegeEscalation: false`), a read-only root filesystem
+//! (`readOnlyRootFilesystem`) and the system calls it may make (`seccompProfile`
+//! RuntimeDefault, see `seccomp`; Unconfined, the default, filters nothing). The kubelet computes them from the pod; the helper
 //! applies them in the container's process (and in each exec'd one) before it execs.
 //!
 //! Root in a container gets the bounding set as its capabilities; another user gets
@@ -10,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use proto::core::v1::SecurityContext;
+use proto::core::v1::{SeccompProfile, SecurityContext};
 
 /// The kernel's capability names and numbers (linux/capability.h).
 const NAMES: [&str; 41] = [
@@ -83,6 +84,9 @@ pub struct Privileges {
     pub capabilities: Option<Vec<u32>>,
     pub no_new_privs: bool,
     pub read_only_root: bool,
+    /// The RuntimeDefault seccomp filter.
+    #[serde(default)]
+    pub seccomp: bool,
 }
 
 fn number(name: &str) -> Result<u32, String> {
@@ -98,19 +102,34 @@ fn is_all(name: &str) -> bool {
 }
 
 impl Privileges {
-    /// A container's privileges from its securityContext, checked as the apiserver
-    /// in Kubernetes checks them.
-    pub fn for_container(context: Option<&SecurityContext>) -> Result<Privileges, String> {
+    /// A container's privileges from its securityContext (and the pod's seccomp
+    /// profile, which the container's overrides), checked as the apiserver in
+    /// Kubernetes checks them.
+    pub fn for_container(
+        context: Option<&SecurityContext>,
+        pod_seccomp: Option<&SeccompProfile>,
+    ) -> Result<Privileges, String> {
         let default = SecurityContext::default();
         let context = context.unwrap_or(&default);
         let privileged = context.privileged == Some(true);
         let no_new_privs = context.allow_privilege_escalation == Some(false);
         let read_only_root = context.read_only_root_filesystem == Some(true);
+        let seccomp = match context.seccomp_profile.as_ref().or(pod_seccomp).map(|p| p.r#type.as_str()) {
+            None | Some("Unconfined") => false,
+            // A privileged container runs unconfined, as in Kubernetes.
+            Some("RuntimeDefault") => !privileged,
+            Some("Localhost") => {
+                return Err("seccompProfile: Localhost profiles are not supported by this kubelet; use RuntimeDefault or Unconfined".into());
+            }
+            Some(other) => {
+                return Err(format!("seccompProfile.type {other:?} is not RuntimeDefault, Unconfined or Localhost"));
+            }
+        };
         if privileged {
             if no_new_privs {
                 return Err("securityContext: allowPrivilegeEscalation cannot be false when privileged is true".into());
             }
-            return Ok(Privileges { capabilities: None, no_new_privs, read_only_root });
+            return Ok(Privileges { capabilities: None, no_new_privs, read_only_root, seccomp });
         }
         let mut kept: Vec<u32> = DEFAULT.iter().map(|n| number(n)).collect::<Result<_, _>>()?;
         let (add, drop) = context.capabilities.as_ref().map_or((&[][..], &[][..]), |c| (&c.add[..], &c.drop[..]));
@@ -137,7 +156,7 @@ impl Privileges {
                 "securityContext: allowPrivilegeEscalation cannot be false when capabilities.add has SYS_ADMIN".into(),
             );
         }
-        Ok(Privileges { capabilities: Some(kept), no_new_privs, read_only_root })
+        Ok(Privileges { capabilities: Some(kept), no_new_privs, read_only_root, seccomp })
     }
 
     /// In the container's process, while it is still root: leaves only the kept
@@ -210,6 +229,16 @@ impl Privileges {
         .map_err(|e| format!("making the root filesystem read-only: {e}"))
     }
 
+    /// While still root (installing a filter without no_new_privs takes SYS_ADMIN):
+    /// the RuntimeDefault seccomp filter, when asked. Nothing the helper calls after
+    /// it (setuid, chdir, prctl, execve) is refused.
+    pub fn filter_system_calls(&self) -> Result<(), String> {
+        if !self.seccomp {
+            return Ok(());
+        }
+        super::seccomp::install(&super::seccomp::runtime_default(self.capabilities.as_deref().unwrap_or(&[])))
+    }
+
     /// Last before exec: no_new_privs, which setuid binaries and file capabilities
     /// then cannot get around.
     pub fn seal_process(&self) -> Result<(), String> {
@@ -263,14 +292,14 @@ mod tests {
 
     #[test]
     fn containers_get_containerds_default_capabilities_unless_they_change_them() {
-        let default = Privileges::for_container(None).unwrap();
+        let default = Privileges::for_container(None, None).unwrap();
         assert_eq!(names(&default).len(), 14);
         assert!(!names(&default).contains(&"SYS_ADMIN") && names(&default).contains(&"NET_BIND_SERVICE"));
         assert!(!default.no_new_privs && !default.read_only_root);
 
-        let minimal = Privileges::for_container(Some(&context(&["NET_BIND_SERVICE"], &["ALL"]))).unwrap();
+        let minimal = Privileges::for_container(Some(&context(&["NET_BIND_SERVICE"], &["ALL"])), None).unwrap();
         assert_eq!(names(&minimal), ["NET_BIND_SERVICE"]);
-        let more = Privileges::for_container(Some(&context(&["cap_net_admin"], &["MKNOD", "NET_RAW"]))).unwrap();
+        let more = Privileges::for_container(Some(&context(&["cap_net_admin"], &["MKNOD", "NET_RAW"])), None).unwrap();
         assert!(names(&more).contains(&"NET_ADMIN"));
         assert!(!names(&more).contains(&"MKNOD") && !names(&more).contains(&"NET_RAW"));
         assert_eq!(names(&more).len(), 13);
@@ -279,20 +308,35 @@ mod tests {
     #[test]
     fn privileged_keeps_everything_and_bad_combinations_are_refused() {
         let privileged = SecurityContext { privileged: Some(true), ..Default::default() };
-        assert_eq!(Privileges::for_container(Some(&privileged)).unwrap().capabilities, None);
+        assert_eq!(Privileges::for_container(Some(&privileged), None).unwrap().capabilities, None);
         let contradiction = SecurityContext { allow_privilege_escalation: Some(false), ..privileged };
-        let error = Privileges::for_container(Some(&contradiction)).unwrap_err();
+        let error = Privileges::for_container(Some(&contradiction), None).unwrap_err();
         assert!(error.contains("allowPrivilegeEscalation cannot be false when privileged"), "{error}");
         let admin = SecurityContext { allow_privilege_escalation: Some(false), ..context(&["SYS_ADMIN"], &[]) };
-        assert!(Privileges::for_container(Some(&admin)).unwrap_err().contains("SYS_ADMIN"));
-        let typo = Privileges::for_container(Some(&context(&["NET_ADMN"], &[]))).unwrap_err();
+        assert!(Privileges::for_container(Some(&admin), None).unwrap_err().contains("SYS_ADMIN"));
+        let typo = Privileges::for_container(Some(&context(&["NET_ADMN"], &[])), None).unwrap_err();
         assert!(typo.contains("\"NET_ADMN\" is not a Linux capability"), "{typo}");
         let sealed = SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             ..Default::default()
         };
-        let sealed = Privileges::for_container(Some(&sealed)).unwrap();
+        let sealed = Privileges::for_container(Some(&sealed), None).unwrap();
         assert!(sealed.no_new_privs && sealed.read_only_root);
+    }
+
+    #[test]
+    fn the_containers_seccomp_profile_overrides_the_pods() {
+        let profile = |t: &str| SeccompProfile { r#type: t.into(), localhost_profile: None };
+        let pod_default = profile("RuntimeDefault");
+        assert!(Privileges::for_container(None, Some(&pod_default)).unwrap().seccomp);
+        assert!(!Privileges::for_container(None, None).unwrap().seccomp, "Unconfined unless asked");
+        let unconfined = SecurityContext { seccomp_profile: Some(profile("Unconfined")), ..Default::default() };
+        assert!(!Privileges::for_container(Some(&unconfined), Some(&pod_default)).unwrap().seccomp);
+        let privileged = SecurityContext { privileged: Some(true), ..Default::default() };
+        assert!(!Privileges::for_container(Some(&privileged), Some(&pod_default)).unwrap().seccomp);
+        let local = profile("Localhost");
+        let error = Privileges::for_container(None, Some(&local)).unwrap_err();
+        assert!(error.contains("Localhost profiles are not supported"), "{error}");
     }
 }
