@@ -55,6 +55,7 @@ pub mod resource;
 
 pub use resource::{KINDS, KindInfo, Resource};
 pub mod codec;
+pub mod cron;
 pub mod field_error;
 pub mod fields;
 pub mod intorstring;

@@ -518,8 +518,14 @@ impl Strategy<CronJob> for CronJobStrategy {
             return vec![FieldError::required("spec", "")];
         };
         let mut errors = Vec::new();
-        if let Some(problem) = schedule_problem(&spec.schedule) {
-            errors.push(FieldError::invalid("spec.schedule", &spec.schedule, &problem));
+        if spec.schedule.trim().is_empty() {
+            errors
+                .push(FieldError::required("spec.schedule", "a cron schedule such as \"*/5 * * * *\" or \"@hourly\""));
+        } else if let Err(e) = proto::cron::Schedule::parse(&spec.schedule) {
+            errors.push(FieldError::invalid("spec.schedule", &spec.schedule, &e.to_string()));
+        }
+        if let Err(e) = proto::cron::time_zone(spec.time_zone.as_deref()) {
+            errors.push(FieldError::invalid("spec.timeZone", spec.time_zone.as_deref().unwrap_or(""), &e.to_string()));
         }
         let policies = ["Allow", "Forbid", "Replace"];
         if !policies.contains(&spec.concurrency_policy.as_str()) {
@@ -538,43 +544,35 @@ impl Strategy<CronJob> for CronJobStrategy {
     }
 }
 
-/// Checks a schedule's shape (five fields of cron syntax, or a macro); the CronJob
-/// controller parses it fully.
-fn schedule_problem(schedule: &str) -> Option<String> {
-    let schedule = schedule.trim();
-    if schedule.is_empty() {
-        return Some("Required value: a cron schedule such as \"*/5 * * * *\" or \"@hourly\"".to_string());
-    }
-    if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
-        return Some("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".to_string());
-    }
-    if let Some(name) = schedule.strip_prefix('@') {
-        let macros = ["yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly"];
-        return (!macros.contains(&name))
-            .then(|| format!("unknown macro \"@{name}\": use one of @{}", macros.join(", @")));
-    }
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Some(format!(
-            "expected exactly 5 fields (minute hour day-of-month month day-of-week), found {}",
-            fields.len()
-        ));
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?');
-    fields.iter().find(|f| !f.chars().all(allowed)).map(|f| format!("field \"{f}\" has characters cron does not allow"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn schedules_are_checked_for_shape() {
-        assert_eq!(schedule_problem("*/5 * * * *"), None);
-        assert_eq!(schedule_problem("@hourly"), None);
-        assert_eq!(schedule_problem("0 0 1-15 JAN,FEB MON-FRI"), None);
-        assert!(schedule_problem("* * * *").is_some_and(|p| p.contains("found 4")));
-        assert!(schedule_problem("@sometimes").is_some());
-        assert!(schedule_problem("TZ=UTC * * * * *").is_some());
+    fn schedules_and_time_zones_are_checked_as_the_controller_reads_them() {
+        let cron = |schedule: &str, zone: Option<&str>| CronJob {
+            spec: Some(proto::batch::v1::CronJobSpec {
+                schedule: schedule.into(),
+                time_zone: zone.map(String::from),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let problems = |c: &CronJob| -> Vec<String> {
+            CronJobStrategy
+                .validate(c)
+                .into_iter()
+                .filter(|e| e.path == "spec.schedule" || e.path == "spec.timeZone")
+                .map(|e| e.to_string())
+                .collect()
+        };
+        assert!(problems(&cron("*/5 * * * *", Some("Europe/Berlin"))).is_empty());
+        assert!(problems(&cron("0 0 1-15 JAN,FEB MON-FRI", None)).is_empty());
+        let out_of_range = problems(&cron("61 * * * *", None));
+        assert!(out_of_range.len() == 1 && out_of_range[0].contains("spec.schedule"), "{out_of_range:?}");
+        assert!(problems(&cron("* * * *", None))[0].contains("found 4"));
+        assert!(problems(&cron("", None))[0].contains("spec.schedule"));
+        let zone = problems(&cron("@hourly", Some("Mars/Olympus")));
+        assert!(zone.len() == 1 && zone[0].contains("spec.timeZone") && zone[0].contains("IANA"), "{zone:?}");
     }
 }

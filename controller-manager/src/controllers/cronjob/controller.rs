@@ -23,8 +23,8 @@ use proto::{ApiError, Reason, Resource};
 
 use super::clock::Clock;
 use super::plan::{Decision, MANY_MISSED, Policy, State, plan};
-use super::schedule::{Schedule, time_zone};
 use crate::ownership::{controller_of, controller_reference, owner_key};
+use proto::cron::{Schedule, time_zone};
 
 /// The annotation on each Job: the time it was scheduled for, in the CronJob's zone.
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";

@@ -3,7 +3,6 @@
 pub mod clock;
 pub mod controller;
 pub mod plan;
-pub mod schedule;
 
 pub use clock::{Clock, FakeClock};
 pub use controller::CronJobController;

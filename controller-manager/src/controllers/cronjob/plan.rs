@@ -13,7 +13,7 @@
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
-use super::schedule::Schedule;
+use proto::cron::Schedule;
 
 /// More missed start times than this earn a TooManyMissedTimes event.
 pub const MANY_MISSED: usize = 100;

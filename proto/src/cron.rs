@@ -1,4 +1,5 @@
-//! Cron schedules as Kubernetes reads them (robfig/cron's standard parser): five
+//! Cron schedules as Kubernetes reads them (robfig/cron's standard parser), for the
+//! apiserver's validation of CronJobs and the controller that runs them: five
 //! fields — minute, hour, day of month, month, day of week — each a list of `*`,
 //! `?`, values, ranges `a-b` and steps `*/n`, `a-b/n`, `a/n` (from a to the end),
 //! with month and weekday names (JAN, MON, any case); or one of the macros
