@@ -153,6 +153,14 @@ impl NodeInfo {
     }
 }
 
+/// What nominated pods hold on one node.
+#[derive(Debug, Clone, Default)]
+pub struct Reservation {
+    pub requests: Resources,
+    pub pods: i64,
+    pub host_ports: Vec<HostPort>,
+}
+
 #[derive(Debug, Clone)]
 struct Placement {
     node: String,
@@ -268,17 +276,19 @@ impl Cache {
         self.nominated.get(key).map(|(node, _)| node.as_str())
     }
 
-    /// What nominated pods that `pod` must not displace hold, by node: requests
-    /// and pod count of those of higher or equal priority, `pod` itself excepted.
-    pub fn reservations_against(&self, pod: &PodInfo) -> HashMap<String, (Resources, i64)> {
-        let mut reserved: HashMap<String, (Resources, i64)> = HashMap::new();
+    /// What nominated pods that `pod` must not displace hold, by node: requests,
+    /// pod count and host ports of those of higher or equal priority, `pod` itself
+    /// excepted.
+    pub fn reservations_against(&self, pod: &PodInfo) -> HashMap<String, Reservation> {
+        let mut reserved: HashMap<String, Reservation> = HashMap::new();
         for (key, (node, nominee)) in &self.nominated {
             if key == &pod.key || nominee.priority < pod.priority {
                 continue;
             }
             let entry = reserved.entry(node.clone()).or_default();
-            entry.0.add(&nominee.requests);
-            entry.1 += 1;
+            entry.requests.add(&nominee.requests);
+            entry.pods += 1;
+            entry.host_ports.extend(nominee.host_ports.iter().cloned());
         }
         reserved
     }
@@ -361,13 +371,19 @@ pub(crate) mod tests {
         let mut cache = Cache::default();
         cache.set_node(node("a"));
         let with_priority = |name: &str, priority: i32| {
-            let mut p = pod(name, "1", 0).pod.as_ref().clone();
+            let mut p = pod(name, "1", 8080).pod.as_ref().clone();
             p.spec.as_mut().unwrap().priority = Some(priority);
             Arc::new(PodInfo::new(Arc::new(p)))
         };
         cache.nominate(with_priority("preemptor", 10), "a");
         let held = cache.reservations_against(&with_priority("equal", 10));
-        assert_eq!(held.get("a").map(|(r, n)| (r.milli_cpu, *n)), Some((1000, 1)));
+        assert_eq!(held.get("a").map(|r| (r.requests.milli_cpu, r.pods)), Some((1000, 1)));
+        assert_eq!(held["a"].host_ports.iter().map(|p| p.port).collect::<Vec<_>>(), [8080]);
+        // The node has room, but the nominee's host port is held for it.
+        let equal = with_priority("equal", 10);
+        let mut facts = crate::filters::PodFacts::new(&equal);
+        facts.reserved = held;
+        assert_eq!(crate::filters::check(&facts, cache.node("a").unwrap()), Some(crate::filters::Failure::HostPorts));
         assert!(cache.reservations_against(&with_priority("higher", 11)).is_empty());
         assert!(cache.reservations_against(&with_priority("preemptor", 10)).is_empty(), "not against itself");
         assert_eq!(cache.clear_nomination("default/preemptor").as_deref(), Some("a"));

@@ -24,7 +24,7 @@ pub struct PodFacts<'a> {
     pub interpod: Option<crate::interpod::InterPod>,
     /// Requests and pod counts held by nominated pods this pod must not
     /// displace, by node (empty when none).
-    pub reserved: std::collections::HashMap<String, (crate::resources::Resources, i64)>,
+    pub reserved: std::collections::HashMap<String, crate::cache::Reservation>,
 }
 
 impl<'a> PodFacts<'a> {
@@ -189,13 +189,16 @@ pub fn check(pod: &PodFacts, node: &NodeInfo) -> Option<Failure> {
     if !matches_affinity(pod, node) {
         return Some(Failure::NodeAffinity);
     }
-    if pod.info.host_ports.iter().any(|want| node.used_ports.iter().any(|used| used.conflicts(want))) {
+    let reserved = pod.reserved.get(&node.name);
+    let held_ports = reserved.map_or(&[][..], |r| r.host_ports.as_slice());
+    if pod.info.host_ports.iter().any(|want| node.used_ports.iter().chain(held_ports).any(|used| used.conflicts(want)))
+    {
         return Some(Failure::HostPorts);
     }
     let (mut requested, mut pod_count) = (node.requested, node.pods.len() as i64);
-    if let Some((held, count)) = pod.reserved.get(&node.name) {
-        requested.add(held);
-        pod_count += count;
+    if let Some(held) = reserved {
+        requested.add(&held.requests);
+        pod_count += held.pods;
     }
     if let Some(failure) = fits_resources(pod.info, requested, pod_count, node) {
         return Some(failure);
