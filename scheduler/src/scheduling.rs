@@ -91,7 +91,10 @@ impl Scheduler {
             cache.set_bound_pod(Arc::new(PodInfo::new(pod)), &node);
             return;
         }
-        if pod.metadata().deletion_timestamp.is_some() || !self.responsible_for(&pod) {
+        // A pod with scheduling gates waits, out of the queue, until they are all
+        // removed (the update that removes the last one queues it).
+        let gated = pod.spec.as_ref().is_some_and(|s| !s.scheduling_gates.is_empty());
+        if gated || pod.metadata().deletion_timestamp.is_some() || !self.responsible_for(&pod) {
             self.queue.remove(&key);
             self.cache().clear_nomination(&key);
             return;

@@ -630,3 +630,28 @@ async fn pod_anti_affinity_keeps_replicas_apart_and_pod_affinity_brings_a_pod_to
         assert_eq!(zone, db0_zone, "{name} left db-0's zone");
     }
 }
+
+#[tokio::test]
+async fn a_gated_pod_waits_until_its_last_scheduling_gate_is_removed() {
+    let cluster = cluster().await;
+    let nodes: Api<Node> = Api::all(&cluster.client);
+    let pods: Api<Pod> = Api::namespaced(&cluster.client, "default");
+    nodes.create(&node("n1", "4", &[], &[])).await.unwrap();
+    let (_scheduler, _) = scheduler(&cluster, "scheduler", &["--leader-elect=false"]);
+    let mut gated = pod("gated", "100m");
+    gated.spec.as_mut().unwrap().scheduling_gates =
+        vec![proto::core::v1::PodSchedulingGate { name: "example.com/quota".into() }];
+    pods.create(&gated).await.unwrap();
+    // A pod created after it is placed, so the scheduler has seen the gated one.
+    pods.create(&pod("plain", "100m")).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "plain").await, "n1");
+    let waiting = pods.get("gated").await.unwrap();
+    assert_eq!(waiting.spec.as_ref().unwrap().node_name, "", "a gated pod was scheduled");
+    let condition = waiting.status.unwrap().conditions.into_iter().find(|c| c.r#type == "PodScheduled").unwrap();
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "SchedulingGated"));
+
+    let mut open = pods.get("gated").await.unwrap();
+    open.spec.as_mut().unwrap().scheduling_gates.clear();
+    pods.update(&open).await.unwrap();
+    assert_eq!(node_of(&cluster.client, "gated").await, "n1");
+}

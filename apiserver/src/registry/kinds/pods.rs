@@ -17,7 +17,19 @@ const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
 impl Strategy<Pod> for PodStrategy {
     fn prepare_for_create(&self, pod: &mut Pod) {
-        pod.status = Some(PodStatus { phase: "Pending".to_string(), ..Default::default() });
+        let mut status = PodStatus { phase: "Pending".to_string(), ..Default::default() };
+        // As Kubernetes says it of a pod the scheduler must not yet place.
+        if pod.spec.as_ref().is_some_and(|s| !s.scheduling_gates.is_empty()) {
+            status.conditions.push(proto::core::v1::PodCondition {
+                r#type: "PodScheduled".to_string(),
+                status: "False".to_string(),
+                reason: "SchedulingGated".to_string(),
+                message: "Scheduling is blocked due to non-empty scheduling gates".to_string(),
+                last_transition_time: Some(proto::meta::v1::Time::now_seconds()),
+                ..Default::default()
+            });
+        }
+        pod.status = Some(status);
     }
 
     fn default(&self, pod: &mut Pod) {
@@ -28,7 +40,16 @@ impl Strategy<Pod> for PodStrategy {
 
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
         match pod.spec.as_ref() {
-            Some(spec) => validate_pod_spec(spec, "spec"),
+            Some(spec) => {
+                let mut errors = validate_pod_spec(spec, "spec");
+                if !spec.scheduling_gates.is_empty() && !spec.node_name.is_empty() {
+                    errors.push(FieldError::forbidden(
+                        "spec.nodeName",
+                        "cannot be set until all schedulingGates have been cleared",
+                    ));
+                }
+                errors
+            }
             None => vec![FieldError::required("spec", "")],
         }
     }
@@ -47,6 +68,11 @@ impl Strategy<Pod> for PodStrategy {
             container.image = was.image.clone();
         }
         comparable.active_deadline_seconds = old_spec.active_deadline_seconds;
+        // Scheduling gates may be removed (never added), which lets the scheduler in.
+        let mut remaining = old_spec.scheduling_gates.iter();
+        if new_spec.scheduling_gates.iter().all(|gate| remaining.any(|old| old == gate)) {
+            comparable.scheduling_gates = old_spec.scheduling_gates.clone();
+        }
         let keeps_old_tolerations = old_spec.tolerations.iter().all(|t| new_spec.tolerations.contains(t));
         if keeps_old_tolerations {
             comparable.tolerations = old_spec.tolerations.clone();
@@ -56,7 +82,7 @@ impl Strategy<Pod> for PodStrategy {
         }
         vec![FieldError::forbidden(
             "spec",
-            "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations` (only additions to existing tolerations)",
+            "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.schedulingGates` (only removals)",
         )]
     }
 
@@ -329,6 +355,13 @@ impl crate::registry::Registry<Pod> {
                     &format!("pod {name} is being deleted, cannot be assigned to a host"),
                 ));
             }
+            if pod.spec.as_ref().is_some_and(|s| !s.scheduling_gates.is_empty()) {
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!("pod {name} has scheduling gates; remove spec.schedulingGates before binding it"),
+                ));
+            }
             let assigned = pod.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
             if !assigned.is_empty() {
                 return Err(ApiError::conflict(
@@ -364,5 +397,36 @@ mod tests {
         assert_eq!(image_tag("mydocker.io:5000/zhidan-web:0.1"), Some("0.1"));
         assert_eq!(image_tag("mydocker.io:5000/zhidan-web"), None);
         assert_eq!(image_tag("busybox@sha256:abc"), Some("digest"));
+    }
+
+    fn gated(gates: &[&str]) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                scheduling_gates: gates
+                    .iter()
+                    .map(|g| proto::core::v1::PodSchedulingGate { name: g.to_string() })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn scheduling_gates_mark_the_pod_and_may_only_be_removed() {
+        let mut pod = gated(&["a", "b"]);
+        PodStrategy.prepare_for_create(&mut pod);
+        let condition = &pod.status.as_ref().unwrap().conditions[0];
+        assert_eq!((condition.r#type.as_str(), condition.status.as_str()), ("PodScheduled", "False"));
+        assert_eq!(condition.reason, "SchedulingGated");
+        let old = gated(&["a", "b"]);
+        assert!(PodStrategy.validate_update(&gated(&["b"]), &old).is_empty());
+        assert!(PodStrategy.validate_update(&gated(&[]), &old).is_empty());
+        assert!(!PodStrategy.validate_update(&gated(&["a", "b", "c"]), &old).is_empty(), "a gate was added");
+        assert!(!PodStrategy.validate_update(&gated(&["b", "a"]), &old).is_empty(), "gates were reordered");
+        let mut placed = gated(&["a"]);
+        placed.spec.as_mut().unwrap().node_name = "n1".into();
+        let errors = PodStrategy.validate(&placed);
+        assert!(errors.iter().any(|e| e.path == "spec.nodeName"), "{errors:?}");
     }
 }
