@@ -105,17 +105,43 @@ pub struct Inputs<'a> {
     pub message: Option<(String, String)>,
 }
 
+/// The conditions the kubelet owns; others (readiness gates' among them) belong to
+/// whoever set them and are kept as they are.
+const OWN_CONDITIONS: [&str; 4] = ["PodScheduled", "Initialized", "ContainersReady", "Ready"];
+
+/// Why the pod is not Ready although its containers are: a readiness gate whose
+/// condition is missing or not True (Kubernetes' wording), if any.
+fn unready_gate(pod: &Pod, current: &PodStatus) -> Option<String> {
+    let gates = pod.spec.as_ref().map_or(&[][..], |s| s.readiness_gates.as_slice());
+    gates.iter().find_map(|gate| {
+        let kind = &gate.condition_type;
+        match current.conditions.iter().find(|c| &c.r#type == kind) {
+            None => Some(format!("corresponding condition of pod readiness gate \"{kind}\" does not exist.")),
+            Some(c) if c.status != "True" => {
+                Some(format!("the status of pod readiness gate \"{kind}\" is not \"True\", but {}", c.status))
+            }
+            Some(_) => None,
+        }
+    })
+}
+
 /// The status to post; transition times carry over from the current one when the
 /// condition did not change.
 pub fn pod_status(inputs: &Inputs<'_>) -> PodStatus {
     let current = inputs.pod.status.clone().unwrap_or_default();
     let containers_ready = !inputs.app.is_empty() && inputs.app.iter().all(|c| c.ready);
     let terminal = matches!(inputs.phase, "Succeeded" | "Failed");
+    let gate = unready_gate(inputs.pod, &current);
+    let mut ready = condition("Ready", containers_ready && !terminal && gate.is_none(), "ContainersNotReady");
+    if let (true, Some(message)) = (containers_ready && !terminal, gate) {
+        ready.reason = "ReadinessGatesNotReady".into();
+        ready.message = message;
+    }
     let mut conditions = vec![
         condition("PodScheduled", true, ""),
         condition("Initialized", inputs.initialized, "ContainersNotInitialized"),
         condition("ContainersReady", containers_ready && !terminal, "ContainersNotReady"),
-        condition("Ready", containers_ready && !terminal, "ContainersNotReady"),
+        ready,
     ];
     let now = Time::now_seconds();
     for c in &mut conditions {
@@ -125,6 +151,7 @@ pub fn pod_status(inputs: &Inputs<'_>) -> PodStatus {
             _ => Some(now),
         };
     }
+    conditions.extend(current.conditions.iter().filter(|c| !OWN_CONDITIONS.contains(&c.r#type.as_str())).cloned());
     let (reason, message) = inputs.message.clone().unwrap_or_default();
     PodStatus {
         phase: inputs.phase.into(),
@@ -156,4 +183,71 @@ pub fn same(a: &PodStatus, b: &PodStatus) -> bool {
         s
     };
     strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::core::v1::{PodReadinessGate, PodSpec};
+
+    use super::*;
+
+    fn gated_pod(extra: Option<(&str, &str)>) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                readiness_gates: vec![PodReadinessGate { condition_type: "example.com/lb".into() }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                conditions: extra
+                    .map(|(kind, status)| PodCondition {
+                        r#type: kind.into(),
+                        status: status.into(),
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ready_condition(pod: &Pod) -> (PodCondition, Vec<String>) {
+        let view = ContainerView {
+            name: "c".into(),
+            image: "i".into(),
+            latest: None,
+            previous: None,
+            waiting: None,
+            ready: true,
+            started: true,
+        };
+        let inputs = Inputs {
+            pod,
+            phase: "Running",
+            init: &[],
+            app: std::slice::from_ref(&view),
+            initialized: true,
+            host_ip: Ipv4Addr::LOCALHOST,
+            pod_ip: None,
+            start_time: Time::now_seconds(),
+            qos_class: "BestEffort",
+            message: None,
+        };
+        let status = pod_status(&inputs);
+        let kinds = status.conditions.iter().map(|c| c.r#type.clone()).collect();
+        (status.conditions.into_iter().find(|c| c.r#type == "Ready").unwrap(), kinds)
+    }
+
+    #[test]
+    fn readiness_gates_hold_ready_until_their_condition_is_true_and_others_conditions_are_kept() {
+        let (ready, _) = ready_condition(&gated_pod(None));
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ReadinessGatesNotReady"));
+        assert!(ready.message.contains("\"example.com/lb\" does not exist"), "{}", ready.message);
+        let (ready, _) = ready_condition(&gated_pod(Some(("example.com/lb", "False"))));
+        assert_eq!(ready.status, "False");
+        let (ready, kinds) = ready_condition(&gated_pod(Some(("example.com/lb", "True"))));
+        assert_eq!(ready.status, "True");
+        assert_eq!(kinds, ["PodScheduled", "Initialized", "ContainersReady", "Ready", "example.com/lb"]);
+    }
 }
