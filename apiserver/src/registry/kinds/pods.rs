@@ -173,11 +173,40 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
 }
 
 /// Validates a pod spec found at `path` ("spec", "spec.template.spec").
+/// What this cluster's kubelet cannot give a pod: refused by name rather than run
+/// without (a pod that asked for the host's processes must not silently get its own).
+fn unsupported_namespaces(spec: &PodSpec, path: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let no = |field: &str, what: &str| {
+        FieldError::forbidden(format!("{path}.{field}"), &format!("{what} is not supported by this cluster's kubelet"))
+    };
+    if spec.host_pid {
+        errors.push(no("hostPID", "sharing the host's PID namespace"));
+    }
+    if spec.host_ipc {
+        errors.push(no("hostIPC", "sharing the host's IPC namespace"));
+    }
+    if spec.share_process_namespace == Some(true) {
+        errors.push(no("shareProcessNamespace", "one PID namespace for all of a pod's containers"));
+    }
+    if spec.host_users == Some(false) {
+        errors.push(no("hostUsers", "a user namespace per pod"));
+    }
+    if spec.runtime_class_name.as_deref().is_some_and(|name| !name.is_empty()) {
+        errors.push(no("runtimeClassName", "choosing a runtime (the kubelet has one, for Linux containers)"));
+    }
+    if let Some(os) = spec.os.as_ref().filter(|os| os.name != "linux") {
+        errors.push(FieldError::not_supported(format!("{path}.os.name"), &os.name, &["linux"]));
+    }
+    errors
+}
+
 pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if spec.containers.is_empty() {
         errors.push(FieldError::required(format!("{path}.containers"), ""));
     }
+    errors.extend(unsupported_namespaces(spec, path));
     let mut volumes = std::collections::BTreeSet::new();
     for (i, volume) in spec.volumes.iter().enumerate() {
         let at = format!("{path}.volumes[{i}].name");
@@ -428,5 +457,24 @@ mod tests {
         placed.spec.as_mut().unwrap().node_name = "n1".into();
         let errors = PodStrategy.validate(&placed);
         assert!(errors.iter().any(|e| e.path == "spec.nodeName"), "{errors:?}");
+    }
+
+    #[test]
+    fn namespaces_the_kubelet_cannot_give_are_refused_by_field() {
+        let spec = PodSpec {
+            host_pid: true,
+            host_ipc: false,
+            runtime_class_name: Some(String::new()),
+            os: Some(proto::core::v1::PodOs { name: "windows".into() }),
+            ..Default::default()
+        };
+        let errors: Vec<String> =
+            unsupported_namespaces(&spec, "spec.template.spec").iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("spec.template.spec.hostPID: Forbidden: sharing the host's PID namespace"),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with("spec.template.spec.os.name: Unsupported value: \"windows\""), "{errors:?}");
     }
 }
