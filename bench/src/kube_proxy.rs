@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use kube_proxy::model::{Protocol, ServicePort, Snapshot};
-use kube_proxy::nftables::{NftablesProxier, Options as NftOptions};
+use kube_proxy::nftables::{NftablesProxier, Options as NftOptions, Ruleset};
 use kube_proxy::sync::Proxier as _;
 
 use crate::stats::{Latencies, ms};
@@ -99,31 +99,104 @@ fn snapshot(services: usize, endpoints: usize) -> Snapshot {
     Snapshot { service_ports, node_ips: vec![Ipv4Addr::new(192, 168, 50, 1)] }
 }
 
-/// (full sync, per-change latencies, rules) for one size, in the namespace.
-fn sync_times(netns: &Netns, services: usize, changes: usize) -> anyhow::Result<(Duration, Latencies, usize)> {
+/// CPU time (user + system) so far of this thread, and of the waited-for children
+/// (the `nft` runs, whose system time includes the kernel applying the transaction).
+#[derive(Clone, Copy)]
+struct Cpu {
+    ours: Duration,
+    nft: Duration,
+}
+
+impl Cpu {
+    fn now() -> anyhow::Result<Cpu> {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let total = |who| -> anyhow::Result<Duration> {
+            let usage = getrusage(who)?;
+            let micros = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64) + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            Ok(micros(usage.user_time()) + micros(usage.system_time()))
+        };
+        Ok(Cpu { ours: total(UsageWho::RUSAGE_THREAD)?, nft: total(UsageWho::RUSAGE_CHILDREN)? })
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu { ours: self.ours.saturating_sub(start.ours), nft: self.nft.saturating_sub(start.nft) }
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CPU kube-proxy {:.1} ms + nft {:.1} ms", ms(self.ours), ms(self.nft))
+    }
+}
+
+struct SyncTimes {
+    full: Duration,
+    full_cpu: Cpu,
+    changes: Latencies,
+    /// The median CPU of the changes (each side's own median).
+    change_cpu: Cpu,
+    /// The median time of building the changed ruleset and its update text.
+    plan: Duration,
+    rules: usize,
+}
+
+/// Full sync and per-change figures for one size, in the namespace.
+fn sync_times(netns: &Netns, services: usize, changes: usize) -> anyhow::Result<SyncTimes> {
     netns
-        .enter(move || -> anyhow::Result<(Duration, Latencies, usize)> {
+        .enter(move || -> anyhow::Result<SyncTimes> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let mut proxier = NftablesProxier::new(NftOptions::default());
                 let mut state = snapshot(services, 5);
-                let start = Instant::now();
+                let (start, cpu) = (Instant::now(), Cpu::now()?);
                 let report = proxier.sync(&state).await?;
-                let full = start.elapsed();
+                let (full, full_cpu) = (start.elapsed(), Cpu::now()?.since(cpu));
                 let mut samples = Vec::new();
+                let (mut ours, mut nft) = (Vec::new(), Vec::new());
                 for change in 0..changes {
                     // One endpoint of one Service moves to another address.
                     let port = &mut state.service_ports[change * 7 % services];
                     port.endpoints[0] = SocketAddrV4::new(Ipv4Addr::new(10, 250, 0, (change % 250) as u8 + 1), 8080);
-                    let start = Instant::now();
+                    let (start, cpu) = (Instant::now(), Cpu::now()?);
                     let report = proxier.sync(&state).await?;
                     samples.push(start.elapsed());
+                    let cpu = Cpu::now()?.since(cpu);
+                    ours.push(cpu.ours);
+                    nft.push(cpu.nft);
                     if report.full {
                         bail!("an endpoint change rewrote the whole table");
                     }
                 }
                 NftablesProxier::cleanup(kube_proxy::nftables::DEFAULT_TABLE).await?;
-                Ok((full, Latencies::new(samples), report.rules))
+                // The in-process part alone: rules for the changed snapshot, and the
+                // difference to send.
+                let options = NftOptions::default();
+                let mut applied = Ruleset::build(&state, &options, None);
+                let mut plan = Vec::new();
+                for change in 0..changes {
+                    let port = &mut state.service_ports[change * 11 % services];
+                    port.endpoints[1] = SocketAddrV4::new(Ipv4Addr::new(10, 251, 0, (change % 250) as u8 + 1), 8080);
+                    let start = Instant::now();
+                    let next = Ruleset::build(&state, &options, Some(&applied));
+                    let update = next.update_transaction(&applied);
+                    plan.push(start.elapsed());
+                    if update.is_empty() {
+                        bail!("an endpoint change produced no update");
+                    }
+                    applied = next;
+                }
+                let change_cpu =
+                    Cpu { ours: Latencies::new(ours).percentile(50.0), nft: Latencies::new(nft).percentile(50.0) };
+                Ok(SyncTimes {
+                    full,
+                    full_cpu,
+                    changes: Latencies::new(samples),
+                    change_cpu,
+                    plan: Latencies::new(plan).percentile(50.0),
+                    rules: report.rules,
+                })
             })
         })
         .join()
@@ -223,11 +296,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let scratch = Netns::create("sync")?;
     println!("kube-proxy nftables sync (Services x 5 endpoints, applied with nft in a scratch namespace):");
     for services in [1_000, 10_000] {
-        let (full, changes, rules) = sync_times(&scratch, services, options.changes)?;
+        let times = sync_times(&scratch, services, options.changes)?;
         println!(
-            "  {services:>6} Services: full sync {:.1} ms ({rules} rules and elements); one endpoint change: {}",
-            ms(full),
-            changes.summary()
+            "  {services:>6} Services: full sync {:.1} ms ({} rules and elements; {})\n{:>17} one endpoint change: {} (median {}; ruleset and update text alone {:.2} ms)",
+            ms(times.full),
+            times.rules,
+            times.full_cpu,
+            "",
+            times.changes.summary(),
+            times.change_cpu,
+            ms(times.plan)
         );
     }
     drop(scratch);

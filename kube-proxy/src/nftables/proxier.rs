@@ -8,14 +8,14 @@
 use super::nft;
 use super::ruleset::{Options, Ruleset, cleanup_transaction};
 use crate::conntrack;
-use crate::model::Snapshot;
+use crate::model::{Protocol, Snapshot};
 use crate::sync::{Proxier, SyncError, SyncReport};
 
 pub struct NftablesProxier {
     options: Options,
     /// What the kernel holds, when known for sure.
     applied: Option<Ruleset>,
-    /// The snapshot of the last successful sync, for stale UDP flows.
+    /// The UDP ports of the last successful sync, for stale UDP flows.
     last_snapshot: Option<Snapshot>,
 }
 
@@ -59,7 +59,13 @@ impl Proxier for NftablesProxier {
         let full = self.apply(&ruleset).await?;
         let rules = ruleset.rule_count();
         self.applied = Some(ruleset);
-        if let Some(old) = self.last_snapshot.replace(snapshot.clone()) {
+        // Only UDP has stale flows: copying the rest would cost a sync of 10,000
+        // TCP Services more than its own rules.
+        let udp = Snapshot {
+            service_ports: snapshot.service_ports.iter().filter(|p| p.protocol == Protocol::Udp).cloned().collect(),
+            node_ips: Vec::new(),
+        };
+        if let Some(old) = self.last_snapshot.replace(udp) {
             for flows in conntrack::stale_flows(&old, snapshot) {
                 // A leftover entry only delays a client until it idles out: log, go on.
                 if let Err(e) = conntrack::delete(&flows).await {

@@ -193,33 +193,56 @@ impl Ruleset {
     /// kernel holds) are taken from it as they are, and every port keeps its slot.
     pub fn build(snapshot: &Snapshot, options: &Options, previous: Option<&Ruleset>) -> Ruleset {
         let previous = previous.filter(|p| p.options == *options);
-        let mut ports = BTreeMap::new();
-        let mut used_slots = BTreeSet::new();
+        let mut ports = Vec::with_capacity(snapshot.service_ports.len());
         let mut fresh = Vec::new();
+        // Previous ports found in the snapshot (kept as they are, or replaced).
+        let mut kept_or_replaced = 0;
+        let mut replaced = Vec::new();
+        // Both are sorted by id, so the previous port is usually the next one.
+        let mut cursor = previous.map(|p| p.ports.iter().peekable());
         for port in &snapshot.service_ports {
             let id = port.id();
-            let old = previous.and_then(|p| p.ports.get(&id));
+            let old = match (&mut cursor, previous) {
+                (Some(cursor), Some(previous)) => {
+                    while cursor.next_if(|(key, _)| key.as_str() < id.as_str()).is_some() {}
+                    match cursor.next_if(|(key, _)| **key == id) {
+                        Some((_, old)) => Some(old),
+                        None => previous.ports.get(&id),
+                    }
+                }
+                _ => None,
+            };
             match old {
                 Some(old) if old.source == *port => {
-                    used_slots.extend(old.slot);
-                    ports.insert(id, old.clone());
+                    kept_or_replaced += 1;
+                    ports.push((id, old.clone()));
                 }
                 _ => {
+                    if let Some(old) = old {
+                        kept_or_replaced += 1;
+                        replaced.push(old);
+                    }
                     let wants_slot = !port.endpoints.is_empty() && port.affinity_seconds.is_none();
                     let slot = old.and_then(|o| o.slot).filter(|_| wants_slot);
-                    used_slots.extend(slot);
                     fresh.push((id, port, wants_slot, slot));
                 }
             }
         }
+        // Slots in use, only when a port needs a new one.
+        let mut used_slots: Option<BTreeSet<u32>> = None;
         let mut next_free = 0;
-        for (id, port, wants_slot, mut slot) in fresh {
-            if wants_slot && slot.is_none() {
-                while used_slots.contains(&next_free) {
+        let mut added = Vec::with_capacity(fresh.len());
+        for (id, port, wants_slot, slot) in &fresh {
+            let mut slot = *slot;
+            if *wants_slot && slot.is_none() {
+                let used = used_slots.get_or_insert_with(|| {
+                    ports.iter().filter_map(|(_, p)| p.slot).chain(fresh.iter().filter_map(|f| f.3)).collect()
+                });
+                while used.contains(&next_free) {
                     next_free += 1;
                 }
                 if next_free < MAX_SLOTS {
-                    used_slots.insert(next_free);
+                    used.insert(next_free);
                     slot = Some(next_free);
                 } else {
                     tracing::error!(
@@ -228,20 +251,35 @@ impl Ruleset {
                     );
                 }
             }
-            let rules = port_rules(port, &id, slot, options);
-            ports.insert(id, Arc::new(rules));
+            added.push(Arc::new(port_rules(port, id, slot, options)));
         }
-        let mut hairpin = BTreeMap::new();
-        let mut endpoint_maps = BTreeMap::new();
-        for rules in ports.values() {
-            for endpoint in &rules.source.endpoints {
-                *hairpin.entry(*endpoint.ip()).or_insert(0) += 1;
-            }
-            if let Some(slot) = rules.slot {
-                *endpoint_maps.entry((rules.source.protocol, slot / SLOTS_PER_MAP)).or_insert(0) += 1;
+        ports.extend(fresh.into_iter().map(|f| f.0).zip(added.iter().cloned()));
+        let ports: BTreeMap<String, Arc<PortRules>> = ports.into_iter().collect();
+        // The tallies follow from the previous ones and the ports that changed, so an
+        // endpoint change does not recount 50,000 endpoints.
+        let mut tally = match previous {
+            Some(p) => Tally { hairpin: p.hairpin.clone(), endpoint_maps: p.endpoint_maps.clone() },
+            None => Tally::default(),
+        };
+        for old in &replaced {
+            tally.count(old, false);
+        }
+        if let Some(p) = previous.filter(|p| p.ports.len() > kept_or_replaced) {
+            for (id, old) in &p.ports {
+                if !ports.contains_key(id) {
+                    tally.count(old, false);
+                }
             }
         }
-        Ruleset { options: options.clone(), node_ips: snapshot.node_ips.clone(), ports, hairpin, endpoint_maps }
+        for new in &added {
+            tally.count(new, true);
+        }
+        let Tally { hairpin, endpoint_maps } = tally;
+        // Sorted for diff_keys.
+        let mut node_ips = snapshot.node_ips.clone();
+        node_ips.sort();
+        node_ips.dedup();
+        Ruleset { options: options.clone(), node_ips, ports, hairpin, endpoint_maps }
     }
 
     /// Rules plus set and map elements: what the kernel evaluates or holds.
@@ -470,16 +508,27 @@ impl<'a> Changes<'a> {
         };
         let mut old_sets = BTreeMap::new();
         let mut new_sets = BTreeMap::new();
-        for (id, before) in &old.ports {
-            match new.ports.get(id) {
-                Some(after) if Arc::ptr_eq(before, after) || before == after => {}
-                _ => changes.add(before, false, &mut old_sets),
+        // One pass over both, in id order.
+        let (mut befores, mut afters) = (old.ports.iter().peekable(), new.ports.iter().peekable());
+        loop {
+            let order = match (befores.peek(), afters.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((before, _)), Some((after, _))) => before.cmp(after),
+            };
+            let before = befores.next_if(|_| order.is_le()).map(|(_, rules)| rules);
+            let after = afters.next_if(|_| order.is_ge()).map(|(_, rules)| rules);
+            if let (Some(before), Some(after)) = (before, after)
+                && (Arc::ptr_eq(before, after) || before == after)
+            {
+                continue;
             }
-        }
-        for (id, after) in &new.ports {
-            match old.ports.get(id) {
-                Some(before) if Arc::ptr_eq(before, after) || before == after => {}
-                _ => changes.add(after, true, &mut new_sets),
+            if let Some(before) = before {
+                changes.add(before, false, &mut old_sets);
+            }
+            if let Some(after) = after {
+                changes.add(after, true, &mut new_sets);
             }
         }
         // A chain whose rules are the same (the port changed elsewhere) stays as it is.
@@ -512,15 +561,61 @@ impl<'a> Changes<'a> {
     }
 }
 
-/// (gone, new) element texts of two sorted key sequences.
+/// The hairpin addresses and endpoint maps, with how many ports use each.
+#[derive(Default)]
+struct Tally {
+    hairpin: BTreeMap<Ipv4Addr, usize>,
+    endpoint_maps: BTreeMap<(Protocol, u32), usize>,
+}
+
+impl Tally {
+    fn count(&mut self, rules: &PortRules, add: bool) {
+        for endpoint in &rules.source.endpoints {
+            count(&mut self.hairpin, *endpoint.ip(), add);
+        }
+        if let Some(slot) = rules.slot {
+            count(&mut self.endpoint_maps, (rules.source.protocol, slot / SLOTS_PER_MAP), add);
+        }
+    }
+}
+
+/// One more or one fewer user of `key`; a key nobody uses goes.
+fn count<K: Ord>(tally: &mut BTreeMap<K, usize>, key: K, add: bool) {
+    if add {
+        *tally.entry(key).or_insert(0) += 1;
+    } else if let std::collections::btree_map::Entry::Occupied(mut entry) = tally.entry(key) {
+        *entry.get_mut() -= 1;
+        if *entry.get() == 0 {
+            entry.remove();
+        }
+    }
+}
+
+/// (gone, new) element texts of two sorted key sequences, in one pass.
 fn diff_keys<'a, K: Ord + 'a>(
     old: impl Iterator<Item = &'a K>,
     new: impl Iterator<Item = &'a K>,
     text: impl Fn(&K) -> String,
 ) -> (Vec<String>, Vec<String>) {
-    let old: BTreeSet<&K> = old.collect();
-    let new: BTreeSet<&K> = new.collect();
-    (old.difference(&new).map(|k| text(k)).collect(), new.difference(&old).map(|k| text(k)).collect())
+    let (mut old, mut new) = (old.peekable(), new.peekable());
+    let (mut gone, mut added) = (Vec::new(), Vec::new());
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(o), Some(n)) => o.cmp(n),
+        };
+        match order {
+            std::cmp::Ordering::Less => gone.extend(old.next().map(&text)),
+            std::cmp::Ordering::Greater => added.extend(new.next().map(&text)),
+            std::cmp::Ordering::Equal => {
+                old.next();
+                new.next();
+            }
+        }
+    }
+    (gone, added)
 }
 
 fn affinity_set_body(timeout: u32) -> String {
@@ -764,6 +859,36 @@ mod tests {
             .unwrap();
         let rule = update.find("add rule ip rudder-proxy svc/default/s16/tcp/http").unwrap();
         assert!(map < rule, "{update}");
+    }
+
+    #[test]
+    fn the_tallies_carried_over_equal_a_recount() {
+        let before = build(
+            vec![
+                port("a", "10.96.0.1", &["10.244.0.2:80", "10.244.0.3:80"]),
+                port("b", "10.96.0.2", &["10.244.0.3:81"]),
+                port("c", "10.96.0.3", &["10.244.0.4:80"]),
+            ],
+            None,
+        );
+        // b changes, c goes (its address with it), d comes and shares an address with a.
+        let after = build(
+            vec![
+                port("a", "10.96.0.1", &["10.244.0.2:80", "10.244.0.3:80"]),
+                port("b", "10.96.0.2", &["10.244.0.5:81"]),
+                port("d", "10.96.0.4", &["10.244.0.2:90"]),
+            ],
+            Some(&before),
+        );
+        let mut recount = Tally::default();
+        for rules in after.ports.values() {
+            recount.count(rules, true);
+        }
+        assert_eq!(after.hairpin, recount.hairpin);
+        assert_eq!(after.endpoint_maps, recount.endpoint_maps);
+        let addresses: Vec<String> = after.hairpin.keys().map(ToString::to_string).collect();
+        assert_eq!(addresses, ["10.244.0.2", "10.244.0.3", "10.244.0.5"]);
+        assert_eq!(after.hairpin[&"10.244.0.2".parse().unwrap()], 2);
     }
 
     #[test]
