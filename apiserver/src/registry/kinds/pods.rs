@@ -36,12 +36,26 @@ impl Strategy<Pod> for PodStrategy {
         let spec = pod.spec.get_or_insert_with(PodSpec::default);
         default_pod_spec(spec);
         default_tolerations(spec);
+        if spec.priority.is_none()
+            && let Some(value) = system_priority(&spec.priority_class_name)
+        {
+            spec.priority = Some(value);
+        }
     }
 
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
         match pod.spec.as_ref() {
             Some(spec) => {
                 let mut errors = validate_pod_spec(spec, "spec");
+                if !spec.priority_class_name.is_empty() && system_priority(&spec.priority_class_name).is_none() {
+                    errors.push(FieldError::new(
+                        "spec.priorityClassName",
+                        format!(
+                            "Not found: no PriorityClass with name {:?} (this cluster serves none but system-cluster-critical and system-node-critical; or set spec.priority)",
+                            spec.priority_class_name
+                        ),
+                    ));
+                }
                 if !spec.scheduling_gates.is_empty() && !spec.node_name.is_empty() {
                     errors.push(FieldError::forbidden(
                         "spec.nodeName",
@@ -173,6 +187,15 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
 }
 
 /// Validates a pod spec found at `path` ("spec", "spec.template.spec").
+/// The built-in PriorityClasses every Kubernetes cluster has, and their values.
+fn system_priority(class: &str) -> Option<i32> {
+    match class {
+        "system-node-critical" => Some(2_000_001_000),
+        "system-cluster-critical" => Some(2_000_000_000),
+        _ => None,
+    }
+}
+
 /// What this cluster's kubelet cannot give a pod: refused by name rather than run
 /// without (a pod that asked for the host's processes must not silently get its own).
 fn unsupported_namespaces(spec: &PodSpec, path: &str) -> Vec<FieldError> {
@@ -457,6 +480,24 @@ mod tests {
         placed.spec.as_mut().unwrap().node_name = "n1".into();
         let errors = PodStrategy.validate(&placed);
         assert!(errors.iter().any(|e| e.path == "spec.nodeName"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_system_priority_classes_set_the_priority_and_others_are_not_found() {
+        let mut pod = Pod {
+            spec: Some(PodSpec { priority_class_name: "system-node-critical".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        PodStrategy.default(&mut pod);
+        assert_eq!(pod.spec.as_ref().unwrap().priority, Some(2_000_001_000));
+        pod.spec.as_mut().unwrap().priority_class_name = "high".into();
+        let errors: Vec<String> = PodStrategy.validate(&pod).iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.priorityClassName: Not found: no PriorityClass with name \"high\"")),
+            "{errors:?}"
+        );
     }
 
     #[test]
