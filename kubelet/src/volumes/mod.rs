@@ -221,18 +221,12 @@ impl Volumes {
         object: &str,
         optional: Option<bool>,
     ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
-        let api: Api<ConfigMap> = Api::namespaced(&self.client, namespace);
-        match api.get_opt(object).await {
-            Ok(Some(cm)) => {
-                let mut data: BTreeMap<String, Vec<u8>> =
-                    cm.data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-                data.extend(cm.binary_data.into_iter().map(|(k, v)| (k, v.to_vec())));
-                Ok(data)
-            }
-            Ok(None) if optional == Some(true) => Ok(BTreeMap::new()),
-            Ok(None) => Err(invalid(volume, format!("configmap \"{object}\" not found"))),
-            Err(e) => Err(invalid(volume, format!("reading configmap \"{object}\": {e}"))),
-        }
+        self.object_data::<ConfigMap>(volume, namespace, object, optional, |cm| {
+            let mut data: BTreeMap<String, Vec<u8>> = cm.data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            data.extend(cm.binary_data.into_iter().map(|(k, v)| (k, v.to_vec())));
+            data
+        })
+        .await
     }
 
     /// A Secret's keys and values; nothing when it is missing and `optional`.
@@ -243,17 +237,28 @@ impl Volumes {
         object: &str,
         optional: Option<bool>,
     ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
-        let api: Api<Secret> = Api::namespaced(&self.client, namespace);
-        match api.get_opt(object).await {
-            Ok(Some(secret)) => {
-                let mut data: BTreeMap<String, Vec<u8>> =
-                    secret.data.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
-                data.extend(secret.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
-                Ok(data)
-            }
+        self.object_data::<Secret>(volume, namespace, object, optional, |secret| {
+            let mut data: BTreeMap<String, Vec<u8>> = secret.data.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+            data.extend(secret.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
+            data
+        })
+        .await
+    }
+
+    async fn object_data<K: proto::Resource>(
+        &self,
+        volume: &str,
+        namespace: &str,
+        object: &str,
+        optional: Option<bool>,
+        data: impl FnOnce(K) -> BTreeMap<String, Vec<u8>>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
+        let kind = K::INFO.singular;
+        match Api::<K>::namespaced(&self.client, namespace).get_opt(object).await {
+            Ok(Some(found)) => Ok(data(found)),
             Ok(None) if optional == Some(true) => Ok(BTreeMap::new()),
-            Ok(None) => Err(invalid(volume, format!("secret \"{object}\" not found"))),
-            Err(e) => Err(invalid(volume, format!("reading secret \"{object}\": {e}"))),
+            Ok(None) => Err(invalid(volume, format!("{kind} \"{object}\" not found"))),
+            Err(e) => Err(invalid(volume, format!("reading {kind} \"{object}\": {e}"))),
         }
     }
 
