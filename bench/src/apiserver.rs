@@ -114,6 +114,11 @@ pub struct Options {
     /// Only the creates comparison (no watch fan-out, no steady load).
     #[arg(long)]
     creates_only: bool,
+    /// Diagnostic: raw etcd runs also keep an etcd watch on the keys they create, as
+    /// the apiserver's watch cache does, to show what feeding a watch costs etcd.
+    /// The target's ceiling is the unwatched run.
+    #[arg(long)]
+    raw_watched: bool,
 }
 
 /// A ConfigMap of about 1 KiB, the payload of every create.
@@ -141,11 +146,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!("{:<34} {:>10}  latency", "creates", "per second");
 
     let processes = Processes { etcd: child_pid("etcd"), apiserver: apiserver.pid() };
+    if options.raw_watched {
+        println!("(raw etcd runs watched: each has an etcd watch on its keys)");
+    }
     let rounds = options.rounds.max(1);
     for concurrency in [16usize, 64] {
         let mut ratios = Vec::with_capacity(rounds);
         for round in 0..rounds {
-            let raw = raw_etcd_creates(&etcd, &processes, concurrency, round, options.creates).await?;
+            let raw =
+                raw_etcd_creates(&etcd, &processes, concurrency, round, options.creates, options.raw_watched).await?;
             let api = apiserver_creates(&apiserver, &processes, concurrency, round, options.creates).await?;
             let ratio = 100.0 * api.rate / raw.rate;
             ratios.push(ratio);
@@ -218,11 +227,20 @@ async fn raw_etcd_creates(
     concurrency: usize,
     round: usize,
     total: usize,
+    watched: bool,
 ) -> anyhow::Result<Run> {
     let client = etcd.client().await?;
     // Keys and names shaped like the apiserver's, so both move the same bytes.
     let prefix = "/bench-raw/configmaps/default/";
-    measure(processes, concurrency, total, move |i| {
+    // Drained by a task of its own, as the apiserver's cache drains its watch.
+    let watcher = if watched {
+        let options = etcd_client::WatchOptions::new().with_prefix();
+        let mut stream = client.watch_client().watch(prefix, Some(options)).await?;
+        Some(tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} }))
+    } else {
+        None
+    };
+    let run = measure(processes, concurrency, total, move |i| {
         let mut kv = client.kv_client();
         let name = format!("c{concurrency}-{round}-{i}");
         let key = format!("{prefix}{name}");
@@ -237,7 +255,11 @@ async fn raw_etcd_creates(
             Ok(())
         }
     })
-    .await
+    .await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    run
 }
 
 async fn apiserver_creates(
