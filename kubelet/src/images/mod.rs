@@ -176,6 +176,10 @@ struct Inner {
     /// Pulls and imports hold it shared; garbage collection exclusively, so it never
     /// removes a blob that a pull has written but not yet recorded.
     gc: tokio::sync::RwLock<()>,
+    /// Images already checked and described, by manifest digest (content-addressed, so
+    /// an entry never goes stale while its layers exist): a burst of pods of one image
+    /// then neither re-reads and re-hashes its blobs nor queues on the pull lock.
+    described: Mutex<HashMap<String, Image>>,
 }
 
 impl ImageStore {
@@ -207,6 +211,7 @@ impl ImageStore {
                 refs: Mutex::new(refs),
                 pulls: Mutex::new(HashMap::new()),
                 gc: tokio::sync::RwLock::new(()),
+                described: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -220,6 +225,14 @@ impl ImageStore {
         let reference =
             Reference::parse(image).map_err(|message| ImageError::Invalid { image: image.to_string(), message })?;
         let key = reference.to_string();
+        // A digest pins the content, so even Always needs no registry round trip then.
+        let local_will_do = policy != PullPolicy::Always || reference.digest.is_some();
+        if local_will_do {
+            let _no_gc = self.inner.gc.read().await;
+            if let Some(found) = self.inner.described(&reference) {
+                return Ok(found);
+            }
+        }
         let lock = {
             let mut pulls = self.inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
             pulls.entry(key.clone()).or_default().clone()
@@ -227,10 +240,7 @@ impl ImageStore {
         let _one_pull = lock.lock().await;
         let _no_gc = self.inner.gc.read().await;
 
-        // A digest pins the content, so even Always needs no registry round trip then.
-        if (policy != PullPolicy::Always || reference.digest.is_some())
-            && let Some(found) = self.local(&reference).await
-        {
+        if local_will_do && let Some(found) = self.local(&reference).await {
             return Ok(found);
         }
         if policy == PullPolicy::Never {
@@ -246,7 +256,8 @@ impl ImageStore {
         let key2 = key.clone();
         tokio::task::spawn_blocking(move || {
             let image = store.inner.materialize(&key2, &manifest)?;
-            store.inner.record(&key2, manifest)?;
+            store.inner.record(&key2, manifest.clone())?;
+            store.inner.remember(&manifest, &image);
             Ok(image)
         })
         .await
@@ -265,7 +276,12 @@ impl ImageStore {
             })
         }?;
         let store = self.clone();
-        let found = tokio::task::spawn_blocking(move || store.inner.materialize(&key, &descriptor)).await;
+        let found = tokio::task::spawn_blocking(move || {
+            let image = store.inner.materialize(&key, &descriptor)?;
+            store.inner.remember(&descriptor, &image);
+            Ok::<_, ImageError>(image)
+        })
+        .await;
         match found {
             Ok(Ok(image)) => Some(image),
             Ok(Err(e)) => {
@@ -339,6 +355,33 @@ impl ImageStore {
 }
 
 impl Inner {
+    /// The image as described before, if its reference still names the same manifest
+    /// and its unpacked layers are still there.
+    fn described(&self, reference: &Reference) -> Option<Image> {
+        let key = reference.to_string();
+        let digest = {
+            let refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+            match refs.get(&key) {
+                Some(d) => d.digest.clone(),
+                // Pulled by tag earlier, now asked for by digest.
+                None => {
+                    let wanted = reference.digest.as_ref()?;
+                    refs.values().find(|d| d.digest == wanted.as_str())?.digest.clone()
+                }
+            }
+        };
+        let mut image = self.described.lock().unwrap_or_else(|p| p.into_inner()).get(&digest)?.clone();
+        if !image.layers.iter().all(|l| l.is_dir()) {
+            return None;
+        }
+        image.reference = key;
+        Some(image)
+    }
+
+    fn remember(&self, manifest: &Descriptor, image: &Image) {
+        self.described.lock().unwrap_or_else(|p| p.into_inner()).insert(manifest.digest.clone(), image.clone());
+    }
+
     fn record(&self, reference: &str, manifest: Descriptor) -> Result<(), ImageError> {
         let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
         refs.insert(reference.to_string(), manifest);
@@ -459,6 +502,8 @@ impl Inner {
         for reference in &removed {
             refs.remove(reference);
         }
+        // Blobs and layers may go below: describe what is left afresh.
+        self.described.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.layout.save_refs(&refs).map_err(io_error("writing the image store's index.json"))?;
         drop(refs);
         report.removed_images = removed;
