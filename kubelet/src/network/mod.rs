@@ -18,6 +18,7 @@ use std::os::fd::AsFd as _;
 use std::path::Path;
 
 use futures::TryStreamExt as _;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use cidr::Ipv4Cidr;
@@ -51,6 +52,9 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 }
 
 const EEXIST: i32 = 17;
+
+/// The pod's end of its veth pair, inside its network namespace.
+const POD_INTERFACE: &str = "eth0";
 
 /// A stable, small hash for interface names.
 fn fnv32(text: &str) -> u32 {
@@ -163,51 +167,40 @@ impl PodNetwork {
         let ip = self.ipam.allocate(pod_uid)?;
         let handle = connect()?;
         let host = host_veth_name(pod_uid);
-        let peer = format!("rdp{:08x}", fnv32(pod_uid));
         let bridge = link_index(&handle, &self.config.bridge).await?.ok_or_else(|| NetworkError::Netlink {
             what: self.config.bridge.clone(),
             message: "the bridge is missing".into(),
         })?;
-        if link_index(&handle, &host).await?.is_some() {
+        if let Some(index) = link_index(&handle, &host).await? {
             // Wired before (a kubelet restart): check from inside that eth0 is there.
-            if self.in_pod(netns_pid, ip, None).await.is_ok() {
+            if self.in_pod(netns_pid, ip, false).await.is_ok() {
                 return Ok(ip);
             }
-            if let Some(index) = link_index(&handle, &host).await? {
-                let _ = handle.link().del(index).execute().await;
-            }
+            let _ = handle.link().del(index).execute().await;
         }
+        // One request makes the pair with its pod end already named eth0 inside the
+        // pod's namespace and its host end up on the bridge: moving and renaming a
+        // device afterwards costs the kernel (under its global rtnl lock) far more.
+        let peer = LinkUnspec::new_with_name(POD_INTERFACE).setns_by_pid(netns_pid as u32).build();
+        let pair = LinkVeth::new(&host, POD_INTERFACE)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .controller(bridge)
+            .up()
+            .build();
         handle
             .link()
-            .add(LinkVeth::new(&host, &peer).build())
+            .add(pair)
             .execute()
             .await
-            .map_err(nl(format!("creating veth {host}")))?;
-        let host_index = link_index(&handle, &host)
-            .await?
-            .ok_or_else(|| NetworkError::Netlink { what: host.clone(), message: "vanished".into() })?;
-        let peer_index = link_index(&handle, &peer)
-            .await?
-            .ok_or_else(|| NetworkError::Netlink { what: peer.clone(), message: "vanished".into() })?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(host_index).controller(bridge).up().build())
-            .execute()
-            .await
-            .map_err(nl(format!("attaching {host} to {}", self.config.bridge)))?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(peer_index).setns_by_pid(netns_pid as u32).build())
-            .execute()
-            .await
-            .map_err(nl(format!("moving {peer} into the pod")))?;
-        self.in_pod(netns_pid, ip, Some(peer)).await?;
+            .map_err(nl(format!("creating veth {host} on {}", self.config.bridge)))?;
+        self.in_pod(netns_pid, ip, true).await?;
         Ok(ip)
     }
 
-    /// Configures (when `peer` is given) or checks the pod side, from a thread inside
-    /// the pod's network namespace.
-    async fn in_pod(&self, pid: i32, ip: Ipv4Addr, peer: Option<String>) -> Result<(), NetworkError> {
+    /// Configures (when `configure` is set) or checks the pod's eth0, from a thread
+    /// inside the pod's network namespace. The thread is the work's own and ends with
+    /// it: a pooled thread would stay in the namespace (and keep it alive) afterwards.
+    async fn in_pod(&self, pid: i32, ip: Ipv4Addr, configure: bool) -> Result<(), NetworkError> {
         let prefix = self.config.pod_cidr.prefix;
         let gateway = self.config.pod_cidr.gateway();
         let work = move || -> Result<(), NetworkError> {
@@ -219,63 +212,57 @@ impl PodNetwork {
                 source: e.into(),
             })?;
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
                 .build()
                 .map_err(|source| NetworkError::Io { what: "a runtime for the pod's netlink socket".into(), source })?;
             runtime.block_on(async move {
                 let handle = connect()?;
-                match peer {
-                    None => link_index(&handle, "eth0").await?.map(|_| ()).ok_or_else(|| NetworkError::Netlink {
-                        what: "eth0".into(),
-                        message: "missing in the pod".into(),
-                    }),
-                    Some(peer) => {
-                        let index = link_index(&handle, &peer).await?.ok_or_else(|| NetworkError::Netlink {
-                            what: peer.clone(),
-                            message: "missing in the pod".into(),
-                        })?;
-                        handle
-                            .link()
-                            .set(LinkUnspec::new_with_index(index).name("eth0").build())
-                            .execute()
-                            .await
-                            .map_err(nl("renaming the pod's interface to eth0"))?;
-                        handle
-                            .address()
-                            .add(index, IpAddr::V4(ip), prefix)
-                            .execute()
-                            .await
-                            .map_err(nl(format!("adding {ip}/{prefix} to eth0")))?;
-                        handle
-                            .link()
-                            .set(LinkUnspec::new_with_index(index).up().build())
-                            .execute()
-                            .await
-                            .map_err(nl("setting eth0 up"))?;
-                        if let Some(lo) = link_index(&handle, "lo").await? {
-                            handle
-                                .link()
-                                .set(LinkUnspec::new_with_index(lo).up().build())
-                                .execute()
-                                .await
-                                .map_err(nl("setting lo up"))?;
-                        }
-                        let route =
-                            RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
-                        handle
-                            .route()
-                            .add(route)
-                            .execute()
-                            .await
-                            .map_err(nl(format!("adding the default route via {gateway}")))?;
-                        Ok(())
-                    }
+                let index = link_index(&handle, POD_INTERFACE).await?.ok_or_else(|| NetworkError::Netlink {
+                    what: POD_INTERFACE.into(),
+                    message: "missing in the pod".into(),
+                })?;
+                if !configure {
+                    return Ok(());
                 }
+                handle
+                    .address()
+                    .add(index, IpAddr::V4(ip), prefix)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("adding {ip}/{prefix} to eth0")))?;
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(index).up().build())
+                    .execute()
+                    .await
+                    .map_err(nl("setting eth0 up"))?;
+                // The loopback device of a new namespace is always index 1.
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(1).up().build())
+                    .execute()
+                    .await
+                    .map_err(nl("setting lo up"))?;
+                let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
+                handle
+                    .route()
+                    .add(route)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("adding the default route via {gateway}")))?;
+                Ok(())
             })
         };
-        tokio::task::spawn_blocking(work).await.map_err(|e| NetworkError::Io {
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("pod-netns".into())
+            .spawn(move || {
+                let _ = done.send(work());
+            })
+            .map_err(|source| NetworkError::Io { what: "starting the pod network thread".into(), source })?;
+        result.await.map_err(|_| NetworkError::Io {
             what: "the pod network thread".into(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other("it ended without an answer"),
         })?
     }
 
