@@ -96,11 +96,34 @@ fn fail(pipe: &mut File, what: String) -> ! {
     unsafe { nix::libc::_exit(127) }
 }
 
+/// What the monitor says on the kubelet's pipe once it has recorded the start.
+pub const STARTED: &str = "started";
+
+/// The monitor's stdout is the kubelet's pipe, on which it says `STARTED` once the
+/// start is recorded (an end without it: look for exited.json). It is moved off fd 1
+/// at once, close-on-exec, so that neither the monitor's later output nor the
+/// container's program (which gets its own stdout) holds the kubelet's pipe open.
+fn take_notifier() -> Option<File> {
+    // SAFETY: plain fd syscalls on this process's own descriptors.
+    let fd = unsafe { nix::libc::fcntl(1, nix::libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just made and nothing else owns it.
+    let notifier = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // SAFETY: as above.
+        unsafe { nix::libc::dup2(null.as_raw_fd(), 1) };
+    }
+    Some(notifier)
+}
+
 fn container(args: &[String]) -> i32 {
     let Some(dir) = args.first().map(PathBuf::from) else {
         eprintln!("usage: kubelet {CONTAINER} DIR");
         return 2;
     };
+    let notifier = take_notifier();
     let launch: Launch = match read_json(&dir.join("launch.json")) {
         Ok(l) => l,
         Err(e) => {
@@ -181,7 +204,7 @@ fn container(args: &[String]) -> i32 {
                 drop(err_write);
                 LogCopier::start(writer, out_read, err_read)
             });
-            monitor(&launch, child, go_write, err_read, copier)
+            monitor(&launch, child, go_write, err_read, copier, notifier)
         }
     }
 }
@@ -301,7 +324,14 @@ fn wait_copying(child: nix::unistd::Pid, mut copier: Option<LogCopier>) -> nix::
     }
 }
 
-fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedFd, copier: Option<LogCopier>) -> i32 {
+fn monitor(
+    launch: &Launch,
+    child: nix::unistd::Pid,
+    go: OwnedFd,
+    errors: OwnedFd,
+    copier: Option<LogCopier>,
+    notifier: Option<File>,
+) -> i32 {
     let mut setup_error = None;
     for procs in &launch.cgroup_procs {
         if let Err(e) = std::fs::write(procs, child.as_raw().to_string()) {
@@ -311,6 +341,9 @@ fn monitor(launch: &Launch, child: nix::unistd::Pid, go: OwnedFd, errors: OwnedF
     let started = Started { pid: child.as_raw(), monitor_pid: std::process::id() as i32, started_at: now() };
     if let Err(e) = write_json(&launch.started_file, &started) {
         setup_error.get_or_insert(format!("writing {}: {e}", launch.started_file.display()));
+    }
+    if let Some(mut notifier) = notifier {
+        let _ = writeln!(notifier, "{STARTED}");
     }
     let mut go = File::from(go);
     if setup_error.is_none() {

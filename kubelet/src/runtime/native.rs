@@ -343,23 +343,28 @@ impl Runtime for NativeRuntime {
             .append(true)
             .open(dir.join("monitor.log"))
             .map_err(io_err(format!("opening {}/monitor.log", dir.display())))?;
-        let child = tokio::process::Command::new(&self.program)
+        let mut child = tokio::process::Command::new(&self.program)
             .arg(helper::CONTAINER)
             .arg(&dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(monitor_log)
             .process_group(0)
             .spawn()
             .map_err(|e| fail(format!("starting the container helper: {e}")))?;
+        let said = child.stdout.take();
         self.reap(child, uid.clone());
-        // Wait until the helper has recorded the start (or the failure).
-        let deadline = Instant::now() + START_WITHIN;
-        while !dir.join("started.json").exists() && !dir.join("exited.json").exists() {
-            if Instant::now() > deadline {
+        // The helper says when it has recorded the start; it ends without a word when
+        // it could not start the container (it recorded why) or died.
+        let mut line = String::new();
+        if let Some(said) = said {
+            let mut said = tokio::io::BufReader::new(said);
+            if tokio::time::timeout(START_WITHIN, said.read_line(&mut line)).await.is_err() {
                 return Err(fail("the helper did not start the container in time".into()));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if line.trim() != helper::STARTED && !dir.join("exited.json").exists() {
+            return Err(fail("the container helper ended before it started the container (see monitor.log)".into()));
         }
         Ok(id)
     }
