@@ -24,12 +24,24 @@ use crate::stats::{Latencies, mib, peak_rss, rate};
 pub struct Options {
     #[arg(long, default_value_t = 100)]
     pods: usize,
-    /// Concurrent pod creates.
+    /// Concurrent pod creates (the burst mode: the default).
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
+    /// Paced mode: create one pod every this many milliseconds instead of in a burst,
+    /// so that the latency is that of a node keeping up rather than of a queue.
+    #[arg(long, conflicts_with = "one_by_one")]
+    interval_ms: Option<u64>,
+    /// Sequential mode: create each pod only once the one before is Running and Ready
+    /// (a single pod's latency, with nothing else going on).
+    #[arg(long)]
+    one_by_one: bool,
     /// How long to wait for every pod to be Running and Ready.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Copy the kubelet's log here at the end (run with RUST_LOG=kubelet=debug to see
+    /// each pod's steps with their timestamps).
+    #[arg(long)]
+    kubelet_log: Option<PathBuf>,
 }
 
 const NAMESPACE: &str = "default";
@@ -79,24 +91,68 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// The kubelet's helper processes (pause and container monitors are re-execs of its
-/// binary) other than the kubelet itself: how many, and their summed RSS.
-fn helper_rss(binary: &Path, kubelet_pid: u32) -> (usize, u64) {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return (0, 0) };
+/// CPU time a single-threaded process has used, in nanoseconds (finer than /proc's
+/// 10 ms ticks, which would round a short-lived helper's work down to nothing).
+fn task_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    Some(Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?))
+}
+
+/// This process's child named `comm` (etcd, started by testkit).
+fn child_named(comm: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+        parent(*pid) == Some(me) && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    })
+}
+
+/// A process's parent.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What runs beside the kubelet for its pods, summed: its helper processes (pause and
+/// container monitors are re-execs of its binary) and the containers' processes (the
+/// monitors' children, whose CPU time includes the setup they did before their exec).
+#[derive(Default)]
+struct PodProcesses {
+    helpers: usize,
+    helpers_rss: u64,
+    helpers_cpu: Duration,
+    containers: usize,
+    containers_cpu: Duration,
+}
+
+fn pod_processes(binary: &Path, kubelet_pid: u32) -> PodProcesses {
+    let mut found = PodProcesses::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
     let binary = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
-    let mut count = 0;
-    let mut total = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == kubelet_pid {
-            continue;
-        }
-        if std::fs::read_link(entry.path().join("exe")).ok().as_deref() == Some(binary.as_path()) {
-            count += 1;
-            total += current_rss(pid).unwrap_or(0);
+    let pids: Vec<u32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    let is_helper = |pid: u32| {
+        pid != kubelet_pid && std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() == Some(&binary)
+    };
+    let helpers: std::collections::HashSet<u32> = pids.iter().copied().filter(|p| is_helper(*p)).collect();
+    for pid in pids {
+        if helpers.contains(&pid) {
+            found.helpers += 1;
+            found.helpers_rss += current_rss(pid).unwrap_or(0);
+            found.helpers_cpu += task_cpu_time(pid).unwrap_or_default();
+        } else if parent(pid).is_some_and(|p| helpers.contains(&p)) {
+            found.containers += 1;
+            found.containers_cpu += task_cpu_time(pid).unwrap_or_default();
         }
     }
-    (count, total)
+    found
+}
+
+/// CPU time the whole machine spent busy (every state but idle and iowait), from /proc/stat.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice: inside user and nice]
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| fields.get(*i)).sum();
+    Some(Duration::from_millis(busy * 10))
 }
 
 /// The kubelet and everything it made; dropping it stops the kubelet and runs
@@ -106,7 +162,7 @@ fn helper_rss(binary: &Path, kubelet_pid: u32) -> (usize, u64) {
 struct Cluster {
     kubelet: KubeletGuard,
     client: Client,
-    _apiserver: testkit::ApiServer,
+    apiserver: testkit::ApiServer,
     _etcd: testkit::Etcd,
     dir: tempfile::TempDir,
 }
@@ -185,7 +241,7 @@ async fn start_cluster() -> anyhow::Result<Cluster> {
     ];
     let mut kubelet = KubeletGuard { binary: kubelet_binary.clone(), args: args.clone(), daemon: None };
     kubelet.daemon = Some(testkit::Daemon::spawn("kubelet", &kubelet_binary, &args, &dir.path().join("kubelet.log"))?);
-    let cluster = Cluster { kubelet, client, _apiserver: apiserver, _etcd: etcd, dir };
+    let cluster = Cluster { kubelet, client, apiserver, _etcd: etcd, dir };
 
     // Ready: the pod network is set up and the Node reports Ready.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -228,33 +284,57 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         );
         eprintln!("failed: {e:#}");
     }
+    if let Some(to) = &options.kubelet_log {
+        let from = cluster.dir.path().join("kubelet.log");
+        if let Err(e) = std::fs::copy(&from, to) {
+            eprintln!("copying the kubelet's log to {}: {e}", to.display());
+        }
+    }
     drop(cluster);
     result
 }
 
 async fn measure(cluster: &Cluster, options: &Options) -> anyhow::Result<()> {
     let kubelet_pid = cluster.kubelet.pid().ok_or_else(|| anyhow::anyhow!("the kubelet did not start"))?;
+    let apiserver_pid = cluster.apiserver.pid().ok_or_else(|| anyhow::anyhow!("the apiserver did not start"))?;
     let pods: Api<Pod> = Api::namespaced(&cluster.client, NAMESPACE);
+    let mode = match (options.one_by_one, options.interval_ms) {
+        (true, _) => "one by one, each once the one before is Ready".to_string(),
+        (false, Some(ms)) => format!("paced, one create every {ms} ms"),
+        (false, None) => format!("a burst of {} concurrent creates", options.concurrency),
+    };
     println!(
-        "pod startup benchmark: {} pods (one busybox container each, image present) on one node, {} concurrent creates",
-        options.pods, options.concurrency
+        "pod startup benchmark: {} pods (one busybox container each, image present) on one node, {mode}",
+        options.pods
     );
     let idle_rss = current_rss(kubelet_pid).unwrap_or(0);
     let cpu_before = cpu_time(kubelet_pid).unwrap_or_default();
+    let apiserver_before = cpu_time(apiserver_pid).unwrap_or_default();
+    let etcd_pid = child_named("etcd");
+    let etcd_before = etcd_pid.and_then(cpu_time).unwrap_or_default();
+    let machine_before = machine_busy().unwrap_or_default();
 
     let list = pods.list(&ListParams { limit: 1, ..Default::default() }).await?;
     let mut watch = pods.watch(&ListParams::default(), &list.resource_version).await?;
+    // How many pods are Running and Ready: the sequential mode's creates wait on it.
+    let (ready_count, ready_seen) = tokio::sync::watch::channel(0usize);
     let batch_start = Instant::now();
-    let creates = futures::stream::iter(0..options.pods)
-        .map(|i| {
-            let pods = pods.clone();
-            async move {
-                let at = Instant::now();
-                pods.create(&pod(i)).await.map(|p| (p.metadata().name.clone(), at))
+    let create = |i: usize| {
+        let pods = pods.clone();
+        let mut ready_seen = ready_seen.clone();
+        async move {
+            if options.one_by_one {
+                let _ = ready_seen.wait_for(|n| *n >= i).await;
+            } else if let Some(ms) = options.interval_ms {
+                tokio::time::sleep_until((batch_start + Duration::from_millis(ms) * i as u32).into()).await;
             }
-        })
-        .buffer_unordered(options.concurrency)
-        .collect::<Vec<_>>();
+            let at = Instant::now();
+            pods.create(&pod(i)).await.map(|p| (p.metadata().name.clone(), at))
+        }
+    };
+    let concurrency =
+        if options.one_by_one || options.interval_ms.is_some() { options.pods } else { options.concurrency };
+    let creates = futures::stream::iter(0..options.pods).map(create).buffer_unordered(concurrency).collect::<Vec<_>>();
     // Watch while creating: a pod may be Ready before the last create returns.
     let mut ready_at: HashMap<String, Instant> = HashMap::with_capacity(options.pods);
     let deadline = Duration::from_secs(options.timeout_secs);
@@ -272,6 +352,7 @@ async fn measure(cluster: &Cluster, options: &Options) -> anyhow::Result<()> {
                 && running_and_ready(&p)
             {
                 ready_at.entry(p.metadata().name.clone()).or_insert_with(Instant::now);
+                ready_count.send_replace(ready_at.len());
             }
         }
         anyhow::Ok(())
@@ -280,6 +361,10 @@ async fn measure(cluster: &Cluster, options: &Options) -> anyhow::Result<()> {
     watched?;
     let batch = batch_start.elapsed();
     let kubelet_cpu = cpu_time(kubelet_pid).unwrap_or_default().saturating_sub(cpu_before);
+    let apiserver_cpu = cpu_time(apiserver_pid).unwrap_or_default().saturating_sub(apiserver_before);
+    let etcd_cpu = etcd_pid.and_then(cpu_time).unwrap_or_default().saturating_sub(etcd_before);
+    let machine_cpu = machine_busy().unwrap_or_default().saturating_sub(machine_before);
+    let processes = pod_processes(&cluster.kubelet.binary, kubelet_pid);
     let mut created_at = HashMap::with_capacity(options.pods);
     for result in created {
         let (name, at) = result.context("creating a pod")?;
@@ -298,8 +383,8 @@ async fn measure(cluster: &Cluster, options: &Options) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let running_rss = current_rss(kubelet_pid).unwrap_or(0);
     let peak = peak_rss(kubelet_pid).ok_or_else(|| anyhow::anyhow!("the kubelet exited"))?;
-    let (helpers, helpers_rss) = helper_rss(&cluster.kubelet.binary, kubelet_pid);
 
+    let per_pod = |d: Duration| d.as_secs_f64() * 1000.0 / options.pods as f64;
     println!("  create -> Running and Ready (watch): {}", latencies.summary());
     println!(
         "  batch: {} pods Running and Ready in {:.2} s: {:.1} pods/s",
@@ -308,9 +393,15 @@ async fn measure(cluster: &Cluster, options: &Options) -> anyhow::Result<()> {
         rate(options.pods, batch)
     );
     println!(
-        "  kubelet CPU during the batch: {:.2} s ({:.1} ms per pod; the rest is helpers, apiserver, etcd and the load)",
-        kubelet_cpu.as_secs_f64(),
-        kubelet_cpu.as_secs_f64() * 1000.0 / options.pods as f64
+        "  CPU during the batch, per pod: kubelet {:.1} ms, its helpers {:.1} ms, container setup {:.1} ms, apiserver {:.1} ms, etcd {:.1} ms; the whole machine {:.2} of {:.2} s ({} CPUs, other work included)",
+        per_pod(kubelet_cpu),
+        per_pod(processes.helpers_cpu),
+        per_pod(processes.containers_cpu),
+        per_pod(apiserver_cpu),
+        per_pod(etcd_cpu),
+        machine_cpu.as_secs_f64(),
+        batch.as_secs_f64() * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     );
     println!(
         "  kubelet RSS: {:.1} MiB idle, {:.1} MiB with {} pods running, peak (VmHWM) {:.1} MiB",
@@ -319,7 +410,12 @@ async fn measure(cluster: &Cluster, options: &Options) -> anyhow::Result<()> {
         options.pods,
         mib(peak)
     );
-    println!("  helper processes (pause + container monitors): {helpers}, {:.1} MiB RSS in all", mib(helpers_rss));
+    println!(
+        "  helper processes (pause + container monitors): {}, {:.1} MiB RSS in all; container processes: {}",
+        processes.helpers,
+        mib(processes.helpers_rss),
+        processes.containers
+    );
 
     // Delete them all and wait until the kubelet has removed every one.
     let deleting = Instant::now();
