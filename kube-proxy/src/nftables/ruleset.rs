@@ -7,23 +7,29 @@
 //! - `services` (nat, prerouting and output) looks `daddr . l4proto . dport` up in
 //!   the verdict map `service-ips`, and `l4proto . dport` of traffic to a node
 //!   address in `service-nodeports`: one lookup however many Services there are.
-//! - each Service port with endpoints has a chain `svc/<id>` with one DNAT rule:
-//!   `numgen random mod <n> offset <slot base>` picks a key of the port's own slot
-//!   in a map `endpoints/<protocol>/<bucket>` (address . port per key), so an
-//!   endpoint change that keeps the count changes map elements only, and a count
-//!   change one rule.
-//!   With ClientIP affinity, the chain instead picks one chain `ep/...` per endpoint,
-//!   which records the client in a timeout set `aff/...` and DNATs.
-//! - a NodePort goes through `np/<id>`, which marks the packet for masquerade.
+//! - the Service ports with endpoints are in buckets of 16 (by a slot each keeps
+//!   while it exists); the ports of a bucket share a map `endpoints/<protocol>/<bucket>`
+//!   and a chain `svc/<protocol>/<bucket>` (the verdict map's target) with one DNAT
+//!   rule per port: it matches the port's address and dport, and
+//!   `numgen random mod <n> offset <slot base>` picks a key of the port's slot in
+//!   the map (address . port per key); with a cluster CIDR, a rule before it marks
+//!   traffic from outside for masquerade. So an endpoint change that keeps the count
+//!   changes map elements only, and a count change the rules of one chain of 16.
+//!   NodePorts likewise go to `np/<protocol>/<bucket>`, whose rules also mark the
+//!   packet for masquerade.
+//! - with ClientIP affinity, a port has a chain `svc/<id>` of its own instead, which
+//!   picks one chain `ep/...` per endpoint that records the client in a timeout set
+//!   `aff/...` and DNATs; its NodePort goes through `np/<id>`, which marks the packet.
 //! - ports without endpoints are in `no-endpoint-services`/`-nodeports`, looked up
 //!   by filter chains before NAT that reject (TCP reset, ICMP port unreachable).
 //! - postrouting masquerades marked packets, and hairpin traffic (a pod reaching
 //!   itself through its Service: saddr . daddr of one endpoint, in set `hairpin`).
 //!
-//! Why the endpoint maps are shared by 16 ports each: the kernel walks every element
-//! of a map for each rule bound to it, and every binding for each element added, so
-//! one map for all ports is quadratic (10,000 ports: a minute), and one map per port
-//! is too, through the kernel's linear set lookup by name.
+//! Why buckets: the kernel walks every element of a map for each rule bound to it,
+//! and every binding for each element added, so one map for all ports is quadratic
+//! (10,000 ports: a minute), and one map per port is too, through the kernel's linear
+//! set lookup by name. And `nft` lists every chain of the table before applying even
+//! one element change: 10,000 chains made that 25-35 ms, 625 make it a few.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -147,8 +153,11 @@ struct PortRules {
     source: ServicePort,
     /// Its endpoints-map slot (ports with endpoints and without affinity).
     slot: Option<u32>,
-    /// Chains (`svc/`, `np/`, `ep/`): name and rules.
+    /// Its own chains (`svc/`, `np/`, `ep/` with affinity): name and rules.
     chains: Vec<(String, Vec<String>)>,
+    /// Its rules in the chains it shares with the other ports of its endpoints map
+    /// (`svc/<protocol>/<bucket>`, `np/<protocol>/<bucket>`): chain name and rules.
+    shared: Vec<(String, Vec<String>)>,
     /// ClientIP affinity sets: name and timeout in seconds.
     affinity_sets: Vec<(String, u32)>,
     elements: Vec<Element>,
@@ -173,6 +182,11 @@ fn svc_chain(id: &str) -> String {
 
 fn endpoint_name(prefix: &str, id: &str, endpoint: &std::net::SocketAddrV4) -> String {
     format!("{prefix}/{id}/{}/{}", endpoint.ip(), endpoint.port())
+}
+
+/// The chain `prefix/<protocol>/<bucket>` the ports of one endpoints map share.
+fn shared_chain(prefix: &str, (protocol, bucket): (Protocol, u32)) -> String {
+    format!("{prefix}/{protocol}/{bucket}")
 }
 
 /// The endpoints map of (protocol, bucket).
@@ -288,7 +302,7 @@ impl Ruleset {
         let ports: usize = self
             .ports
             .values()
-            .map(|p| p.chains.iter().map(|(_, rules)| rules.len()).sum::<usize>() + p.elements.len())
+            .map(|p| p.chains.iter().chain(&p.shared).map(|(_, rules)| rules.len()).sum::<usize>() + p.elements.len())
             .sum();
         base + ports + self.hairpin.len() + self.node_ips.len()
     }
@@ -317,6 +331,9 @@ impl Ruleset {
             for (name, rules) in &rules.chains {
                 write_chain(&mut out, name, None, rules);
             }
+        }
+        for (name, rules) in self.shared_chains(|_| true) {
+            write_chain(&mut out, name, None, &rules);
         }
         out.push_str("}\n");
         // Elements go in after the rules that use their map: the kernel walks a map's
@@ -360,7 +377,7 @@ impl Ruleset {
             if old.is_some() {
                 let _ = writeln!(out, "flush chain ip {table} {name}");
             }
-            for rule in *new {
+            for rule in new {
                 let _ = writeln!(out, "add rule ip {table} {name} {rule}");
             }
         }
@@ -414,6 +431,18 @@ impl Ruleset {
         out
     }
 
+    /// The shared chains whose name `wanted` accepts, with their rules: each port's
+    /// in id order.
+    fn shared_chains(&self, wanted: impl Fn(&str) -> bool) -> BTreeMap<&str, Vec<&str>> {
+        let mut chains: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for rules in self.ports.values() {
+            for (name, rules) in rules.shared.iter().filter(|(name, _)| wanted(name)) {
+                chains.entry(name).or_default().extend(rules.iter().map(String::as_str));
+            }
+        }
+        chains
+    }
+
     /// Whether `update_transaction` from `applied` is possible: same table and options.
     pub fn can_update_from(&self, applied: &Ruleset) -> bool {
         self.options == applied.options
@@ -422,65 +451,88 @@ impl Ruleset {
 
 /// The rules and elements of one port.
 fn port_rules(port: &ServicePort, id: &str, slot: Option<u32>, options: &Options) -> PortRules {
-    let mut rules =
-        PortRules { source: port.clone(), slot, chains: Vec::new(), affinity_sets: Vec::new(), elements: Vec::new() };
+    let mut rules = PortRules {
+        source: port.clone(),
+        slot,
+        chains: Vec::new(),
+        shared: Vec::new(),
+        affinity_sets: Vec::new(),
+        elements: Vec::new(),
+    };
     let proto = port.protocol.as_str();
     let service_key = format!("{} . {proto} . {}", port.cluster_ip, port.port);
     let nodeport_key = port.node_port.map(|n| format!("{proto} . {n}"));
-    // Without endpoints (or, beyond MAX_SLOTS, without a slot) the port rejects.
-    if port.endpoints.is_empty() || (port.affinity_seconds.is_none() && slot.is_none()) {
+    let outsiders =
+        options.cluster_cidr.map(|cidr| format!("ip saddr != {cidr} meta mark set meta mark | {MASQUERADE_MARK:#x}"));
+    let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
+    let (chain, np_chain) = match (port.affinity_seconds, slot) {
+        // Without endpoints (or, beyond MAX_SLOTS, without a slot) the port rejects.
+        _ if port.endpoints.is_empty() => (None, None),
+        (Some(timeout), _) => {
+            let chain = svc_chain(id);
+            let mut svc_rules: Vec<String> = outsiders.into_iter().collect();
+            let mut picks = Vec::new();
+            for (i, endpoint) in port.endpoints.iter().enumerate() {
+                // The timeout is in the name so a changed timeout is a new set.
+                let set = endpoint_name(&format!("aff/{timeout}"), id, endpoint);
+                let ep_chain = endpoint_name("ep", id, endpoint);
+                svc_rules.push(format!("ip saddr @{set} goto {ep_chain}"));
+                picks.push(format!("{i} : goto {ep_chain}"));
+                rules.chains.push((
+                    ep_chain,
+                    vec![format!("update @{set} {{ ip saddr }}"), format!("meta l4proto {proto} dnat to {endpoint}")],
+                ));
+                rules.affinity_sets.push((set, timeout));
+            }
+            svc_rules.push(format!("numgen random mod {} vmap {{ {} }}", picks.len(), picks.join(", ")));
+            rules.chains.push((chain.clone(), svc_rules));
+            let np_chain = nodeport_key.as_ref().map(|_| {
+                let np_chain = format!("np/{id}");
+                rules.chains.push((np_chain.clone(), vec![mark.clone(), format!("goto {chain}")]));
+                np_chain
+            });
+            (Some(chain), np_chain)
+        }
+        (None, Some(slot)) => {
+            let endpoints = &port.endpoints[..port.endpoints.len().min(MAX_ENDPOINTS)];
+            if endpoints.len() < port.endpoints.len() {
+                tracing::warn!(port = id, "more than {MAX_ENDPOINTS} endpoints; using the first {MAX_ENDPOINTS}");
+            }
+            let base = slot << SLOT_SHIFT;
+            let bucket = (port.protocol, slot / SLOTS_PER_MAP);
+            let map = endpoint_map(bucket);
+            // The protocol's dport match is also the protocol match a DNAT to a port needs.
+            let dnat = format!("dnat ip addr . port to numgen random mod {} offset {base} map @{map}", endpoints.len());
+            let this = format!("ip daddr {} {proto} dport {}", port.cluster_ip, port.port);
+            let mut svc_rules: Vec<String> = outsiders.into_iter().map(|o| format!("{this} {o}")).collect();
+            svc_rules.push(format!("{this} {dnat}"));
+            let chain = shared_chain("svc", bucket);
+            rules.shared.push((chain.clone(), svc_rules));
+            let np_chain = port.node_port.map(|node_port| {
+                let np_chain = shared_chain("np", bucket);
+                rules.shared.push((np_chain.clone(), vec![format!("{proto} dport {node_port} {mark} {dnat}")]));
+                np_chain
+            });
+            for (i, endpoint) in (0u32..).zip(endpoints) {
+                rules.elements.push(element(
+                    &map,
+                    (base + i).to_string(),
+                    Some(format!("{} . {}", endpoint.ip(), endpoint.port())),
+                ));
+            }
+            (Some(chain), np_chain)
+        }
+        (None, None) => (None, None),
+    };
+    let Some(chain) = chain else {
         rules.elements.push(element(NO_ENDPOINT_SERVICES, service_key, Some("goto reject-service".into())));
         if let Some(key) = nodeport_key {
             rules.elements.push(element(NO_ENDPOINT_NODEPORTS, key, Some("goto reject-service".into())));
         }
         return rules;
-    }
-    let chain = svc_chain(id);
-    let mut svc_rules = Vec::new();
-    if let Some(cidr) = options.cluster_cidr {
-        svc_rules.push(format!("ip saddr != {cidr} meta mark set meta mark | {MASQUERADE_MARK:#x}"));
-    }
-    if let Some(timeout) = port.affinity_seconds {
-        let mut picks = Vec::new();
-        for (i, endpoint) in port.endpoints.iter().enumerate() {
-            // The timeout is in the name so a changed timeout is a new set.
-            let set = endpoint_name(&format!("aff/{timeout}"), id, endpoint);
-            let ep_chain = endpoint_name("ep", id, endpoint);
-            svc_rules.push(format!("ip saddr @{set} goto {ep_chain}"));
-            picks.push(format!("{i} : goto {ep_chain}"));
-            rules.chains.push((
-                ep_chain,
-                vec![format!("update @{set} {{ ip saddr }}"), format!("meta l4proto {proto} dnat to {endpoint}")],
-            ));
-            rules.affinity_sets.push((set, timeout));
-        }
-        svc_rules.push(format!("numgen random mod {} vmap {{ {} }}", picks.len(), picks.join(", ")));
-    } else if let Some(slot) = slot {
-        let endpoints = &port.endpoints[..port.endpoints.len().min(MAX_ENDPOINTS)];
-        if endpoints.len() < port.endpoints.len() {
-            tracing::warn!(port = id, "more than {MAX_ENDPOINTS} endpoints; using the first {MAX_ENDPOINTS}");
-        }
-        let base = slot << SLOT_SHIFT;
-        let map = endpoint_map((port.protocol, slot / SLOTS_PER_MAP));
-        // A DNAT to a port needs a protocol match in its rule (nft's rule).
-        svc_rules.push(format!(
-            "meta l4proto {proto} dnat ip addr . port to numgen random mod {} offset {base} map @{map}",
-            endpoints.len()
-        ));
-        for (i, endpoint) in (0u32..).zip(endpoints) {
-            rules.elements.push(element(
-                &map,
-                (base + i).to_string(),
-                Some(format!("{} . {}", endpoint.ip(), endpoint.port())),
-            ));
-        }
-    }
-    rules.chains.push((chain.clone(), svc_rules));
+    };
     rules.elements.push(element(SERVICE_IPS, service_key, Some(format!("goto {chain}"))));
-    if let Some(key) = nodeport_key {
-        let np_chain = format!("np/{id}");
-        let np_rules = vec![format!("meta mark set meta mark | {MASQUERADE_MARK:#x}"), format!("goto {chain}")];
-        rules.chains.push((np_chain.clone(), np_rules));
+    if let (Some(key), Some(np_chain)) = (nodeport_key, np_chain) {
         rules.elements.push(element(SERVICE_NODEPORTS, key, Some(format!("goto {np_chain}"))));
     }
     rules
@@ -492,7 +544,7 @@ type Change<T> = (Option<T>, Option<T>);
 /// Chains, elements and affinity sets of the ports that differ between two rulesets:
 /// (before, after) by name or by (set, key).
 struct Changes<'a> {
-    chains: BTreeMap<&'a str, Change<&'a Vec<String>>>,
+    chains: BTreeMap<&'a str, Change<Vec<&'a str>>>,
     elements: BTreeMap<(&'a str, &'a str), Change<&'a Element>>,
     sets_added: Vec<(&'a str, u32)>,
     sets_removed: Vec<&'a str>,
@@ -508,6 +560,7 @@ impl<'a> Changes<'a> {
         };
         let mut old_sets = BTreeMap::new();
         let mut new_sets = BTreeMap::new();
+        let mut dirty: BTreeSet<&str> = BTreeSet::new();
         // One pass over both, in id order.
         let (mut befores, mut afters) = (old.ports.iter().peekable(), new.ports.iter().peekable());
         loop {
@@ -524,11 +577,25 @@ impl<'a> Changes<'a> {
             {
                 continue;
             }
+            // A shared chain changes only when a port's rules in it do (not, say,
+            // when an endpoint moves and only a map element changes).
+            let shared = |rules: Option<&'a Arc<PortRules>>| rules.map(|r| r.shared.as_slice()).unwrap_or_default();
+            let (b, a) = (shared(before), shared(after));
+            for (name, _) in b.iter().filter(|r| !a.contains(r)).chain(a.iter().filter(|r| !b.contains(r))) {
+                dirty.insert(name.as_str());
+            }
             if let Some(before) = before {
                 changes.add(before, false, &mut old_sets);
             }
             if let Some(after) = after {
                 changes.add(after, true, &mut new_sets);
+            }
+        }
+        if !dirty.is_empty() {
+            let mut olds = old.shared_chains(|name| dirty.contains(name));
+            let mut news = new.shared_chains(|name| dirty.contains(name));
+            for name in dirty {
+                changes.chains.insert(name, (olds.remove(name), news.remove(name)));
             }
         }
         // A chain whose rules are the same (the port changed elsewhere) stays as it is.
@@ -549,7 +616,8 @@ impl<'a> Changes<'a> {
     fn add(&mut self, rules: &'a PortRules, after: bool, sets: &mut BTreeMap<&'a str, u32>) {
         for (name, chain) in &rules.chains {
             let entry = self.chains.entry(name).or_default();
-            if after { entry.1 = Some(chain) } else { entry.0 = Some(chain) }
+            let chain = Some(chain.iter().map(String::as_str).collect());
+            if after { entry.1 = chain } else { entry.0 = chain }
         }
         for element in &rules.elements {
             let entry = self.elements.entry((&element.set, &element.key)).or_default();
@@ -622,14 +690,14 @@ fn affinity_set_body(timeout: u32) -> String {
     format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;")
 }
 
-fn write_chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
+fn write_chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[impl AsRef<str>]) {
     let _ = writeln!(out, "chain {name} {{");
     if let Some(hook) = hook {
         out.push_str(hook);
         out.push('\n');
     }
     for rule in rules {
-        out.push_str(rule);
+        out.push_str(rule.as_ref());
         out.push('\n');
     }
     out.push_str("}\n");
@@ -699,13 +767,11 @@ mod tests {
         let text = rules.full_transaction();
         assert!(text.starts_with("table ip rudder-proxy {}\ndelete table ip rudder-proxy\n"), "{text}");
         assert!(
-            text.contains(
-                "add element ip rudder-proxy service-ips { 10.96.0.10 . tcp . 80 : goto svc/default/web/tcp/http }"
-            ),
+            text.contains("add element ip rudder-proxy service-ips { 10.96.0.10 . tcp . 80 : goto svc/tcp/0 }"),
             "{text}"
         );
         assert!(
-            text.contains("chain svc/default/web/tcp/http {\nmeta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 0 map @endpoints/tcp/0\n}"),
+            text.contains("chain svc/tcp/0 {\nip daddr 10.96.0.10 tcp dport 80 dnat ip addr . port to numgen random mod 2 offset 0 map @endpoints/tcp/0\n}"),
             "{text}"
         );
         assert!(text.contains("map endpoints/tcp/0 {\ntypeof numgen random mod 1 : ip daddr . tcp dport\n}"), "{text}");
@@ -722,7 +788,7 @@ mod tests {
         assert!(text.contains("add element ip rudder-proxy node-ips { 192.168.1.10 }"), "{text}");
         // Elements follow the table's body, so the rules bound to a map exist first.
         assert!(text.find("add element").unwrap() > text.find("chain svc/").unwrap(), "{text}");
-        assert_eq!(chain_names(&rules), BTreeSet::from(["svc/default/web/tcp/http".to_string()]));
+        assert_eq!(chain_names(&rules), BTreeSet::new(), "no chain of its own");
         assert_eq!(rules.rule_count(), 12 + 1 + 2 + 1 + 2 + 1);
     }
 
@@ -754,14 +820,14 @@ mod tests {
         p.port_name.clear();
         let options = Options { cluster_cidr: Some("10.244.0.0/16".parse().unwrap()), ..Options::default() };
         let text = Ruleset::build(&snapshot(vec![p]), &options, None).full_transaction();
-        assert!(text.contains("service-nodeports { udp . 30080 : goto np/default/web/udp/80 }"), "{text}");
+        assert!(text.contains("service-nodeports { udp . 30080 : goto np/udp/0 }"), "{text}");
         assert!(
             text.contains(
-                "chain np/default/web/udp/80 {\nmeta mark set meta mark | 0x4000\ngoto svc/default/web/udp/80\n}"
+                "chain np/udp/0 {\nudp dport 30080 meta mark set meta mark | 0x4000 dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/udp/0\n}"
             ),
             "{text}"
         );
-        assert!(text.contains("chain svc/default/web/udp/80 {\nip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\nmeta l4proto udp dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/udp/0\n}"), "{text}");
+        assert!(text.contains("chain svc/udp/0 {\nip daddr 10.96.0.10 udp dport 80 ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\nip daddr 10.96.0.10 udp dport 80 dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/udp/0\n}"), "{text}");
     }
 
     #[test]
@@ -804,14 +870,14 @@ mod tests {
         assert_eq!(after.update_transaction(&after), "");
         assert!(Arc::ptr_eq(&before.ports["default/b/tcp/http"], &after.ports["default/b/tcp/http"]), "b is reused");
         let update = after.update_transaction(&before);
-        let expected = "flush chain ip rudder-proxy svc/default/a/tcp/http\n\
-             add rule ip rudder-proxy svc/default/a/tcp/http meta l4proto tcp dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/tcp/0\n\
+        // a's rule changes and c's goes: their shared chain is rewritten, with b's rule.
+        let expected = "flush chain ip rudder-proxy svc/tcp/0\n\
+             add rule ip rudder-proxy svc/tcp/0 ip daddr 10.96.0.1 tcp dport 80 dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/tcp/0\n\
+             add rule ip rudder-proxy svc/tcp/0 ip daddr 10.96.0.2 tcp dport 80 dnat ip addr . port to numgen random mod 1 offset 16384 map @endpoints/tcp/0\n\
              delete element ip rudder-proxy hairpin { 10.244.0.3 . 10.244.0.3, 10.244.0.5 . 10.244.0.5 }\n\
              delete element ip rudder-proxy endpoints/tcp/0 { 1, 32768 }\n\
              add element ip rudder-proxy no-endpoint-services { 10.96.0.3 . tcp . 80 : goto reject-service }\n\
-             delete element ip rudder-proxy service-ips { 10.96.0.3 . tcp . 80 }\n\
-             flush chain ip rudder-proxy svc/default/c/tcp/http\n\
-             delete chain ip rudder-proxy svc/default/c/tcp/http\n";
+             delete element ip rudder-proxy service-ips { 10.96.0.3 . tcp . 80 }\n";
         assert_eq!(update, expected);
     }
 
@@ -848,7 +914,7 @@ mod tests {
         // Only s16 in endpoints/tcp/1: it going removes the map, after its chain.
         let third = build(ports(&fewer[..15]), Some(&second));
         let update = third.update_transaction(&second);
-        let chain = update.find("delete chain ip rudder-proxy svc/default/s16/tcp/http").unwrap();
+        let chain = update.find("delete chain ip rudder-proxy svc/tcp/1").unwrap();
         let map = update.find("delete map ip rudder-proxy endpoints/tcp/1").unwrap();
         assert!(chain < map, "{update}");
         assert!(!update.contains("delete element ip rudder-proxy endpoints/tcp/1"), "{update}");
@@ -857,7 +923,7 @@ mod tests {
         let map = update
             .find("add map ip rudder-proxy endpoints/tcp/1 { typeof numgen random mod 1 : ip daddr . tcp dport; }")
             .unwrap();
-        let rule = update.find("add rule ip rudder-proxy svc/default/s16/tcp/http").unwrap();
+        let rule = update.find("add rule ip rudder-proxy svc/tcp/1 ip daddr 10.96.0.16").unwrap();
         assert!(map < rule, "{update}");
     }
 
