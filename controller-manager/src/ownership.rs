@@ -1,6 +1,9 @@
 //! Owner references as controllers use them: the one controlling owner of an
 //! object, and the reference a controller puts on what it creates or adopts.
 
+use std::sync::Arc;
+
+use client::runtime::store::{BY_OWNER_UID, Store};
 use proto::Resource;
 use proto::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -21,6 +24,15 @@ pub fn controller_reference<K: Resource>(owner: &K) -> OwnerReference {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
+}
+
+/// The objects in `store` that the owner with `uid` controls.
+pub fn controlled_by<K: Resource>(store: &Store<K>, uid: &str) -> Vec<Arc<K>> {
+    store
+        .by_index(BY_OWNER_UID, uid)
+        .into_iter()
+        .filter(|object| controller_of(object.metadata()).is_some_and(|r| r.uid == uid))
+        .collect()
 }
 
 /// The store key (`namespace/name`) of the owner `reference` names, in `namespace`.

@@ -23,7 +23,7 @@ use super::eligibility::{add_daemon_tolerations, fit};
 use super::plan::{DaemonPod, NodeState, plan};
 use crate::context::Context;
 use crate::expectations::Expectations;
-use crate::ownership::{controller_of, controller_reference, owner_key};
+use crate::ownership::{controlled_by, controller_of, controller_reference, owner_key};
 use crate::pods::{is_available, is_ready, is_terminating, node_of};
 use crate::revisions::{self, HASH_LABEL};
 
@@ -106,13 +106,7 @@ impl DaemonSetController {
         }
         let spec = set.spec.clone().unwrap_or_default();
         let Some(template) = spec.template.clone() else { return Ok(Action::await_change()) };
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .store()
-            .by_index(BY_OWNER_UID, &meta.uid)
-            .into_iter()
-            .filter(|p| p.metadata.as_ref().and_then(controller_of).is_some_and(|r| r.uid == meta.uid))
-            .collect();
+        let pods = controlled_by(&self.pods.store(), &meta.uid);
         let owned_revisions: Vec<ControllerRevision> =
             self.revisions.store().by_index(BY_OWNER_UID, &meta.uid).iter().map(|r| r.as_ref().clone()).collect();
         let status = set.status.clone().unwrap_or_default();

@@ -18,7 +18,7 @@ use proto::{ApiError, Reason, Resource};
 use super::identity::{self, ordinal_of};
 use super::plan::{Member, Shape, Step, plan};
 use crate::context::Context;
-use crate::ownership::controller_of;
+use crate::ownership::controlled_by;
 use crate::pods::{is_available, is_finished, is_ready, is_terminating};
 use crate::revisions::{self, HASH_LABEL};
 
@@ -65,13 +65,7 @@ impl StatefulSetController {
         }
         let spec = set.spec.clone().unwrap_or_default();
         let Some(template) = spec.template.clone() else { return Ok(Action::await_change()) };
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .store()
-            .by_index(BY_OWNER_UID, &meta.uid)
-            .into_iter()
-            .filter(|p| p.metadata.as_ref().and_then(controller_of).is_some_and(|r| r.uid == meta.uid))
-            .collect();
+        let pods = controlled_by(&self.pods.store(), &meta.uid);
         let owned_revisions: Vec<ControllerRevision> =
             self.revisions.store().by_index(BY_OWNER_UID, &meta.uid).into_iter().map(|r| r.as_ref().clone()).collect();
         let status = set.status.clone().unwrap_or_default();
