@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use client::Client;
 use client::kubeconfig::Kubeconfig;
+use client::runtime::Informer;
+use client::{Api, Client, ListParams};
 use kubelet::config::{Flags, Settings};
 use kubelet::images::{ImageStore, RegistryConfig, RegistryHost};
 use kubelet::network::{self, NetworkConfig, PodNetwork};
@@ -20,11 +21,16 @@ use kubelet::runtime::Runtime as _;
 use kubelet::runtime::cgroups::Cgroups;
 use kubelet::runtime::native::NativeRuntime;
 use kubelet::volumes::Volumes;
+use proto::core::v1::Service;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Helpers first, before any thread exists (see runtime::helper).
     kubelet::runtime::helper::dispatch(&args);
+    // One malloc arena: the kubelet's few threads rarely allocate at once, and an arena
+    // per thread kept ~1.5 MiB more resident with 100 pods (measured by bench pod-startup).
+    // SAFETY: mallopt only sets a malloc parameter; no thread exists yet.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match args.first().map(String::as_str) {
         Some("import-image") => runtime.block_on(import_image(&args[1..])),
@@ -169,8 +175,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         });
         tracing::info!(address = %settings.streaming_address, "serving logs and exec");
+        let services = Informer::new(Api::<Service>::all(&client), ListParams::default());
+        tokio::spawn(services.clone().run());
         let ctx = Arc::new(worker::Context {
             client: client.clone(),
+            services,
             runtime,
             network,
             volumes: Volumes::new(&settings.root_dir.join("pods"), &client),

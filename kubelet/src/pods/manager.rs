@@ -20,6 +20,9 @@ pub async fn run(ctx: Arc<Context>, mut runtime_events: mpsc::UnboundedReceiver<
     let informer = Informer::new(Api::<Pod>::all(&ctx.client), ListParams::fields(&selector));
     let mut changes = informer.subscribe();
     tokio::spawn(informer.clone().run());
+    // Containers get the Services of their namespace as environment variables: know
+    // them before starting any.
+    ctx.services.wait_synced().await;
     informer.wait_synced().await;
     tracing::info!(pods = informer.store().len(), "watching the pods bound to this node");
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use client::runtime::Informer;
 use client::{Api, Client};
 use proto::Reason;
 use proto::core::v1::{Container, Pod, PodStatus, Secret, Service};
@@ -34,6 +35,9 @@ const VOLUME_REFRESH: Duration = Duration::from_secs(30);
 /// What every worker shares.
 pub struct Context {
     pub client: Client,
+    /// Every Service, for the environment variables of the containers started (as
+    /// Kubernetes' service lister: no apiserver round trip per container start).
+    pub services: Arc<Informer<Service>>,
     pub runtime: Arc<dyn Runtime>,
     pub network: Arc<PodNetwork>,
     pub volumes: Volumes,
@@ -502,11 +506,15 @@ impl Worker {
         etc: &std::path::Path,
     ) -> Result<ContainerConfig, spec::ConfigError> {
         let meta = self.pod.metadata.clone().unwrap_or_default();
-        let services: Vec<Service> = Api::<Service>::namespaced(&self.ctx.client, &meta.namespace)
-            .list(&Default::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
+        let services: Vec<Service> = self
+            .ctx
+            .services
+            .store()
+            .list()
+            .into_iter()
+            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.namespace == meta.namespace))
+            .map(|s| (*s).clone())
+            .collect();
         let ctx = spec::EnvContext {
             client: &self.ctx.client,
             pod: &self.pod,
