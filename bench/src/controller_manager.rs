@@ -75,10 +75,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let counter = created.clone();
     let all_pods = tokio::spawn(async move {
         while let Some(event) = watch.next().await {
-            if let WatchEvent::Added(_) = event? {
-                if counter.fetch_add(1, Ordering::Relaxed) + 1 == total_pods {
-                    return Ok(Instant::now());
-                }
+            if let WatchEvent::Added(_) = event?
+                && counter.fetch_add(1, Ordering::Relaxed) + 1 == total_pods
+            {
+                return Ok(Instant::now());
             }
         }
         anyhow::bail!("the pod watch ended early")

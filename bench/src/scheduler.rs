@@ -138,11 +138,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let Ok(Some(event)) = event else {
             anyhow::bail!("the watch ended after {} bound; scheduler log:\n{}", bound.len(), scheduler.log_tail());
         };
-        if let WatchEvent::Modified(p) = event? {
-            if p.spec.as_ref().is_some_and(|s| !s.node_name.is_empty()) {
-                first.get_or_insert_with(|| started.elapsed());
-                bound.insert(p.metadata().name.clone());
-            }
+        if let WatchEvent::Modified(p) = event?
+            && p.spec.as_ref().is_some_and(|s| !s.node_name.is_empty())
+        {
+            first.get_or_insert_with(|| started.elapsed());
+            bound.insert(p.metadata().name.clone());
         }
         anyhow::ensure!(started.elapsed() < deadline, "not all pods bound within {deadline:?}");
     }
