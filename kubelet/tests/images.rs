@@ -106,6 +106,26 @@ async fn imports_the_built_oci_archives_sharing_layers() {
     assert!(store.disk_usage_percent().unwrap() <= 100);
 }
 
+#[tokio::test]
+async fn a_remembered_image_is_checked_again_and_a_missing_layer_unpacked_again() {
+    let images = TestImages::build();
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), RegistryConfig::default());
+    store.import_archive(&images.join("busybox.oci.tar")).await.unwrap();
+    let first = store.ensure("rudder/busybox:test", PullPolicy::Never, &[]).await.unwrap();
+    // The second answer comes from memory, the same as the first.
+    assert_eq!(store.ensure("rudder/busybox:test", PullPolicy::IfNotPresent, &[]).await.unwrap(), first);
+    let by_digest = format!("rudder/busybox@{}", first.manifest_digest);
+    let pinned = store.ensure(&by_digest, PullPolicy::Never, &[]).await.unwrap();
+    assert_eq!(pinned.layers, first.layers);
+
+    // A layer removed behind the store's back is not handed out from memory.
+    fs::remove_dir_all(&first.layers[0]).unwrap();
+    let again = store.ensure("rudder/busybox:test", PullPolicy::Never, &[]).await.unwrap();
+    assert_eq!(again, first);
+    assert!(again.layers[0].join("bin/busybox").is_file(), "the layer was unpacked again");
+}
+
 /// Entries of a tar built in memory.
 enum Entry<'a> {
     Dir(&'a str),
