@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use client::kubeconfig::Kubeconfig;
 use client::runtime::Informer;
 use client::{Api, Client, ListParams};
 use kubelet::config::{Flags, Settings};
@@ -89,19 +88,8 @@ fn registry_config(settings: &Settings) -> RegistryConfig {
     }
 }
 
-fn connect(settings: &Settings) -> anyhow::Result<Client> {
-    if let Some(server) = &settings.master {
-        return Client::new(server, "default").with_context(|| format!("--master {server}"));
-    }
-    let path = Kubeconfig::locate(settings.kubeconfig.as_deref())
-        .context("no kubeconfig: pass --kubeconfig or --master, or set $KUBECONFIG")?;
-    let config = Kubeconfig::load(&path)?;
-    let resolved = config.resolve(None)?;
-    Ok(Client::from_kubeconfig(&resolved)?)
-}
-
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let client = connect(&settings)?;
+    let client = Client::for_daemon(settings.master.as_deref(), settings.kubeconfig.as_deref())?;
     let cgroups = Cgroups::detect()?;
     tracing::info!(node = %settings.node_name, cgroups = ?cgroups.version(), root = %settings.root_dir.display(), "starting");
     std::fs::create_dir_all(&settings.root_dir)

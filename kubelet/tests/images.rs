@@ -268,8 +268,11 @@ async fn imports_docker_save_archives_and_honours_whiteouts_in_an_overlay() {
     assert_eq!(fs::read_to_string(target.join("data/new")).unwrap(), "new\n");
 }
 
+/// A layer of a test image: its name in the archive and its tar.
+type Layer<'a> = (&'a str, &'a [u8]);
+
 /// A `docker save` archive of images with one config each over the layer tars given.
-fn docker_save(images: &[(&str, &[(&str, &[u8])])]) -> Vec<u8> {
+fn docker_save(images: &[(&str, &[Layer])]) -> Vec<u8> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut manifest = Vec::new();
     for (tag, layers) in images {

@@ -31,19 +31,28 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
         return;
     }
     let node = Node::start(1).await;
-    let mut cm = ConfigMap::default();
-    cm.metadata = Some(proto::meta::v1::ObjectMeta {
-        name: "settings".into(),
-        namespace: "default".into(),
+    let cm = ConfigMap {
+        metadata: Some(proto::meta::v1::ObjectMeta {
+            name: "settings".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        data: [("colour", "blue"), ("file.txt", "from a configmap")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Default::default()
-    });
-    cm.data.insert("colour".into(), "blue".into());
-    cm.data.insert("file.txt".into(), "from a configmap".into());
+    };
     Api::<ConfigMap>::namespaced(&node.client, "default").create(&cm).await.unwrap();
-    let mut secret = Secret::default();
-    secret.metadata =
-        Some(proto::meta::v1::ObjectMeta { name: "creds".into(), namespace: "default".into(), ..Default::default() });
-    secret.data.insert("password".into(), b"hunter2".to_vec().into());
+    let secret = Secret {
+        metadata: Some(proto::meta::v1::ObjectMeta {
+            name: "creds".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        data: [("password".to_string(), b"hunter2".to_vec().into())].into_iter().collect(),
+        ..Default::default()
+    };
     Api::<Secret>::namespaced(&node.client, "default").create(&secret).await.unwrap();
     let host_dir = node.dir.path().join("host-data");
     // The container runs as uid 1000: let it write into the subPath.
