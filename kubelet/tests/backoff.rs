@@ -5,17 +5,9 @@
 
 mod node;
 
-use node::Node;
+use node::{Node, root};
 use proto::core::v1::{ContainerStatus, Pod};
 use serde_json::json;
-
-fn root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("skipped: needs root");
-    }
-    root
-}
 
 fn main_status(pod: &Pod) -> ContainerStatus {
     pod.status

@@ -7,23 +7,10 @@ mod node;
 use std::time::Duration;
 
 use client::Api;
-use node::Node;
+use node::{Node, root, running_and_ready};
 use proto::coordination::v1::Lease;
 use proto::core::v1::{ConfigMap, Node as NodeObject, Pod, Secret};
 use serde_json::json;
-
-fn root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("skipped: needs root");
-    }
-    root
-}
-
-fn running_and_ready(pod: &Pod) -> bool {
-    let status = pod.status.clone().unwrap_or_default();
-    status.phase == "Running" && status.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True")
-}
 
 #[tokio::test]
 async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {

@@ -6,22 +6,9 @@
 mod node;
 
 use client::Api;
-use node::Node;
-use proto::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use node::{Node, root, running_and_ready};
+use proto::core::v1::{Service, ServicePort, ServiceSpec};
 use serde_json::json;
-
-fn root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("skipped: needs root");
-    }
-    root
-}
-
-fn running_and_ready(pod: &Pod) -> bool {
-    let status = pod.status.clone().unwrap_or_default();
-    status.phase == "Running" && status.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True")
-}
 
 #[tokio::test]
 async fn a_pod_sees_the_services_known_before_it_started_and_its_own_network() {

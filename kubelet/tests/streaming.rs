@@ -6,20 +6,12 @@ mod node;
 
 use std::time::{Duration, Instant};
 
-use node::Node;
+use node::{Node, root};
 use proto::core::v1::Pod;
 use proto::streaming::v1::streaming_client::StreamingClient;
 use proto::streaming::v1::{ExecInput, ExecStart, LogsRequest, TerminalSize, exec_input, exec_output};
 use serde_json::json;
 use tonic::transport::Channel;
-
-fn root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("skipped: needs root");
-    }
-    root
-}
 
 async fn streaming(node: &Node) -> StreamingClient<Channel> {
     StreamingClient::connect(node.apiserver.grpc_endpoint()).await.unwrap()

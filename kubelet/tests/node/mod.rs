@@ -161,6 +161,20 @@ impl Node {
     }
 }
 
+/// Whether the test can run (it needs root); says so when it cannot.
+pub fn root() -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        eprintln!("skipped: needs root");
+    }
+    root
+}
+
+pub fn running_and_ready(pod: &Pod) -> bool {
+    let status = pod.status.clone().unwrap_or_default();
+    status.phase == "Running" && status.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True")
+}
+
 pub fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
