@@ -101,7 +101,6 @@ fn scratch(prefix: &str) -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_gets_the_smallest_fitting_volume_and_a_waiting_claim_binds_when_one_appears() {
     let cluster = common::cluster().await;
-    let (_cm, _) = common::controller_manager(&cluster, "controller-manager");
     let client = &cluster.client;
     let (volumes, claims) = apis(client);
     let dir = cluster.dir.path();
@@ -115,6 +114,9 @@ async fn a_claim_gets_the_smallest_fitting_volume_and_a_waiting_claim_binds_when
     ] {
         volumes.create(&pv).await.unwrap();
     }
+    // Started after the volumes exist, so its first list holds them all: a binder
+    // binds among the volumes it knows, and a volume's watch event can trail the claim's.
+    let (_cm, _) = common::controller_manager(&cluster, "controller-manager");
     claims.create(&claim("data", "1Gi", json!({}))).await.unwrap();
 
     let bound = wait_claim_bound(&claims, "data").await;

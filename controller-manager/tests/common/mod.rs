@@ -50,19 +50,20 @@ pub fn controller_manager_with(cluster: &Cluster, name: &str, extra: &[&str]) ->
     (testkit::Daemon::spawn(name, &program, &args, &log).unwrap(), http)
 }
 
-/// Waits for `check` to hold, polling, for up to 30 s.
+/// Waits for `check` to hold, polling, for up to 60 s (CI runs these beside the
+/// kubelet and end-to-end tests on two cores).
 pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..300 {
+    for _ in 0..600 {
         if check().await {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("{what} did not happen within 30 s");
+    panic!("{what} did not happen within 60 s");
 }
 
 /// Plays the kubelet for a pod: binds it to `node` (if unbound) and reports it
