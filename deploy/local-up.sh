@@ -172,8 +172,11 @@ if [ -n "$node_ip" ]; then
   for _ in 1 2 3 4; do curl -fsS --max-time 5 "http://192.168.192.72:8010/" | grep -o '<h1>.*</h1>' || echo "(no answer)"; done
   web_pod=$($ctl get pods -n zhidan -l app=web -o 'jsonpath={.items[0].metadata.name}' 2>/dev/null || true)
   if [ -n "$web_pod" ]; then
-    echo "From inside $web_pod, the server by its cluster DNS name (zhidan-server.zhidan:3000):"
-    $ctl exec -n zhidan "$web_pod" -- wget -qO- -T 5 http://zhidan-server.zhidan:3000/ | grep -o '<h1>.*</h1>' || echo "(no answer)"
+    echo "From inside $web_pod, the server by its cluster DNS name (zhidan-server.zhidan.svc.cluster.local:3000):"
+    # busybox-static's wget crashes resolving names (static glibc NSS), so the image's
+    # nslookup resolves through the cluster DNS and nc speaks HTTP/1.0.
+    $ctl exec -n zhidan "$web_pod" -- sh -c 'ip=$(nslookup zhidan-server.zhidan.svc.cluster.local | awk "/^Address: /{a=\$2} END{print a}"); echo "resolved to $ip"; printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 "$ip" 3000' |
+      grep -o '<h1>.*</h1>\|resolved to .*' || echo "(no answer)"
   fi
 fi
 
