@@ -178,6 +178,9 @@ pub struct Cache {
     /// the node they were nominated to and the pod. Their requests stay reserved
     /// there against pods of lower or equal priority, as in Kubernetes.
     nominated: HashMap<String, (String, Arc<PodInfo>)>,
+    /// The sum of the nodes' `pods_with_pod_affinity`, so that an attempt for a pod
+    /// without terms knows at once whether any other pod has some.
+    pods_with_pod_affinity: usize,
 }
 
 impl Cache {
@@ -187,6 +190,11 @@ impl Cache {
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.by_name.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// Whether any placed pod has inter-pod (anti-)affinity terms.
+    pub fn any_pod_affinity(&self) -> bool {
+        self.pods_with_pod_affinity > 0
     }
 
     /// How many real nodes there are (not counting ghosts of deleted ones).
@@ -257,6 +265,7 @@ impl Cache {
     fn place(&mut self, pod: Arc<PodInfo>, node: &str, assumed: bool) {
         let key = pod.key.clone();
         self.remove_pod(&key);
+        self.pods_with_pod_affinity += usize::from(crate::interpod::has_terms(&pod.pod));
         self.entry(node).add_pod(pod);
         self.pods.insert(key, Placement { node: node.to_string(), assumed });
     }
@@ -297,6 +306,9 @@ impl Cache {
         let placement = self.pods.remove(key)?;
         let &at = self.by_name.get(&placement.node)?;
         let removed = self.nodes[at].remove_pod(key);
+        if let Some(pod) = &removed {
+            self.pods_with_pod_affinity -= usize::from(crate::interpod::has_terms(&pod.pod));
+        }
         self.drop_if_empty(at);
         removed
     }

@@ -163,7 +163,7 @@ impl InterPod {
     pub fn prepare(cache: &Cache, pod: &PodInfo) -> Result<Option<InterPod>, String> {
         let own = terms_of(pod)?;
         let own_any = !(own.affinity.is_empty() && own.anti.is_empty() && own.preferred.is_empty());
-        if !own_any && cache.nodes().iter().all(|n| n.pods_with_pod_affinity == 0) {
+        if !own_any && !cache.any_pod_affinity() {
             return Ok(None);
         }
         let mut state = InterPod {

@@ -116,12 +116,12 @@ impl Volumes {
             return host_path(name, Path::new(&host.path), host.r#type.as_deref().unwrap_or(""));
         }
         if let Some(source) = &volume.config_map {
-            let data = self.config_map_data(name, namespace, &source.name, source.optional).await?;
+            let data = self.object_data(name, namespace, &source.name, source.optional, config_map_data).await?;
             let files = projection::select(name, &data, &source.items, source.default_mode.unwrap_or(0o644))?;
             return write_volume(name, &base.join("configmap").join(name), &files);
         }
         if let Some(source) = &volume.secret {
-            let data = self.secret_data(name, namespace, &source.secret_name, source.optional).await?;
+            let data = self.object_data(name, namespace, &source.secret_name, source.optional, secret_data).await?;
             let files = projection::select(name, &data, &source.items, source.default_mode.unwrap_or(0o644))?;
             return write_volume(name, &base.join("secret").join(name), &files);
         }
@@ -134,10 +134,10 @@ impl Volumes {
             let mut files = Vec::new();
             for (i, part) in source.sources.iter().enumerate() {
                 if let Some(cm) = &part.config_map {
-                    let data = self.config_map_data(name, namespace, &cm.name, cm.optional).await?;
+                    let data = self.object_data(name, namespace, &cm.name, cm.optional, config_map_data).await?;
                     files.extend(projection::select(name, &data, &cm.items, mode)?);
                 } else if let Some(secret) = &part.secret {
-                    let data = self.secret_data(name, namespace, &secret.name, secret.optional).await?;
+                    let data = self.object_data(name, namespace, &secret.name, secret.optional, secret_data).await?;
                     files.extend(projection::select(name, &data, &secret.items, mode)?);
                 } else if let Some(downward) = &part.downward_api {
                     files.extend(projection::downward_api(name, pod, &downward.items, mode)?);
@@ -213,38 +213,8 @@ impl Volumes {
         ))
     }
 
-    /// A ConfigMap's keys and values; nothing when it is missing and `optional`.
-    async fn config_map_data(
-        &self,
-        volume: &str,
-        namespace: &str,
-        object: &str,
-        optional: Option<bool>,
-    ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
-        self.object_data::<ConfigMap>(volume, namespace, object, optional, |cm| {
-            let mut data: BTreeMap<String, Vec<u8>> = cm.data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-            data.extend(cm.binary_data.into_iter().map(|(k, v)| (k, v.to_vec())));
-            data
-        })
-        .await
-    }
-
-    /// A Secret's keys and values; nothing when it is missing and `optional`.
-    async fn secret_data(
-        &self,
-        volume: &str,
-        namespace: &str,
-        object: &str,
-        optional: Option<bool>,
-    ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
-        self.object_data::<Secret>(volume, namespace, object, optional, |secret| {
-            let mut data: BTreeMap<String, Vec<u8>> = secret.data.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
-            data.extend(secret.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
-            data
-        })
-        .await
-    }
-
+    /// The keys and values of the `K` named `object` (as `data` reads them from it);
+    /// nothing when it is missing and `optional`.
     async fn object_data<K: proto::Resource>(
         &self,
         volume: &str,
@@ -353,6 +323,18 @@ fn host_path(name: &str, path: &Path, kind: &str) -> Result<HostVolume, VolumeEr
         }
     }
     Ok(HostVolume { path: path.to_path_buf(), read_only: false })
+}
+
+fn config_map_data(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = cm.data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    data.extend(cm.binary_data.into_iter().map(|(k, v)| (k, v.to_vec())));
+    data
+}
+
+fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret.data.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+    data.extend(secret.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
+    data
 }
 
 /// A volume of files the kubelet writes: read-only to its containers.

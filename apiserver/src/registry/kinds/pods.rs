@@ -198,7 +198,7 @@ fn system_priority(class: &str) -> Option<i32> {
 
 /// What this cluster's kubelet cannot give a pod: refused by name rather than run
 /// without (a pod that asked for the host's processes must not silently get its own).
-fn unsupported_namespaces(spec: &PodSpec, path: &str) -> Vec<FieldError> {
+fn unsupported_by_kubelet(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let no = |field: &str, what: &str| {
         FieldError::forbidden(format!("{path}.{field}"), &format!("{what} is not supported by this cluster's kubelet"))
@@ -229,7 +229,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     if spec.containers.is_empty() {
         errors.push(FieldError::required(format!("{path}.containers"), ""));
     }
-    errors.extend(unsupported_namespaces(spec, path));
+    errors.extend(unsupported_by_kubelet(spec, path));
     let mut volumes = std::collections::BTreeSet::new();
     for (i, volume) in spec.volumes.iter().enumerate() {
         let at = format!("{path}.volumes[{i}].name");
@@ -501,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn namespaces_the_kubelet_cannot_give_are_refused_by_field() {
+    fn what_the_kubelet_cannot_give_is_refused_by_field() {
         let spec = PodSpec {
             host_pid: true,
             host_ipc: false,
@@ -510,7 +510,7 @@ mod tests {
             ..Default::default()
         };
         let errors: Vec<String> =
-            unsupported_namespaces(&spec, "spec.template.spec").iter().map(|e| e.to_string()).collect();
+            unsupported_by_kubelet(&spec, "spec.template.spec").iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(
             errors[0].starts_with("spec.template.spec.hostPID: Forbidden: sharing the host's PID namespace"),
