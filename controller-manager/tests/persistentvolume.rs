@@ -114,9 +114,12 @@ async fn a_claim_gets_the_smallest_fitting_volume_and_a_waiting_claim_binds_when
     ] {
         volumes.create(&pv).await.unwrap();
     }
-    // Started after the volumes exist, so its first list holds them all: a binder
-    // binds among the volumes it knows, and a volume's watch event can trail the claim's.
     let (_cm, _) = common::controller_manager(&cluster, "controller-manager");
+    // The binder picks among Available volumes only (as Kubernetes' does: a new volume
+    // is made Available first), so the claim comes once every volume is.
+    for name in ["big", "tiny", "snug", "gold", "shared"] {
+        wait_volume_phase(&volumes, name, "Available").await;
+    }
     claims.create(&claim("data", "1Gi", json!({}))).await.unwrap();
 
     let bound = wait_claim_bound(&claims, "data").await;
