@@ -408,12 +408,22 @@ pub fn user(pod: &Pod, container: &Container, image: &ImageSpec) -> Result<(u32,
     Ok((uid, gid, groups))
 }
 
+/// The files of /etc the kubelet writes for each pod.
+pub const ETC_FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
+
+/// Where the pod's copy of /etc/`file` is: `etc-<file>` directly in its directory (as
+/// Kubernetes' etc-hosts), not in a directory of their own: one inode less per pod.
+pub fn etc_file(pod_dir: &Path, file: &str) -> PathBuf {
+    pod_dir.join(format!("etc-{file}"))
+}
+
 /// Bind mounts for the container's volumeMounts (with subPath), plus the kubelet's
-/// /etc/hosts, /etc/resolv.conf and /etc/hostname.
+/// /etc/hosts, /etc/resolv.conf and /etc/hostname from `etc-hosts`, `etc-resolv.conf`
+/// and `etc-hostname` in `pod_dir` (see `ETC_FILES`).
 pub fn mounts(
     container: &Container,
     volumes: &HashMap<String, HostVolume>,
-    etc: &Path,
+    pod_dir: &Path,
 ) -> Result<Vec<Mount>, ConfigError> {
     let mut mounts = Vec::new();
     for vm in &container.volume_mounts {
@@ -446,10 +456,10 @@ pub fn mounts(
             read_only: vm.read_only || volume.read_only,
         });
     }
-    for file in ["hosts", "resolv.conf", "hostname"] {
+    for file in ETC_FILES {
         let target = PathBuf::from("/etc").join(file);
         if !container.volume_mounts.iter().any(|m| Path::new(&m.mount_path) == target) {
-            mounts.push(Mount { kind: MountKind::Bind, source: etc.join(file), target, read_only: false });
+            mounts.push(Mount { kind: MountKind::Bind, source: etc_file(pod_dir, file), target, read_only: false });
         }
     }
     Ok(mounts)

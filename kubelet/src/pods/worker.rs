@@ -356,8 +356,9 @@ impl Worker {
         self.ctx.settings.root_dir.join("pods").join(&self.uid)
     }
 
+    /// Writes the pod's etc files (those that changed); returns the directory holding them.
     fn write_etc_files(&self) -> anyhow::Result<PathBuf> {
-        let dir = self.pod_dir().join("etc");
+        let dir = self.pod_dir();
         std::fs::create_dir_all(&dir)?;
         let s = &self.ctx.settings;
         let spec = self.spec();
@@ -369,12 +370,12 @@ impl Worker {
             spec.hostname.clone()
         };
         let files = [
-            ("hosts", spec::hosts_file(&self.pod, self.pod_ip, &s.cluster_domain)),
-            ("resolv.conf", spec::resolv_conf(&self.pod, s.cluster_dns, &s.cluster_domain)),
-            ("hostname", format!("{hostname}\n")),
+            spec::hosts_file(&self.pod, self.pod_ip, &s.cluster_domain),
+            spec::resolv_conf(&self.pod, s.cluster_dns, &s.cluster_domain),
+            format!("{hostname}\n"),
         ];
-        for (name, text) in files {
-            let path = dir.join(name);
+        for (name, text) in spec::ETC_FILES.into_iter().zip(files) {
+            let path = spec::etc_file(&dir, name);
             if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
                 std::fs::write(&path, text)?;
             }

@@ -8,7 +8,8 @@
 //!   "ok" on stdout and sleeps, holding them for the pod's containers.
 //! - `__container DIR`: reads DIR/launch.json, joins the sandbox's namespaces, forks the
 //!   container's first process into new PID and mount namespaces on an overlay root, and
-//!   stays as its monitor, recording `started.json` and then `exited.json`.
+//!   stays as its monitor, recording `started.json` and then `exited.json`; what it
+//!   has to complain of goes to DIR/monitor.log, made only then.
 //! - `__exec DIR [--tty] -- CMD...`: runs a command inside a running container (probes,
 //!   preStop, `exec`), in its namespaces and cgroup with its user, env and cwd; with
 //!   `--tty` its stdin is a terminal that becomes the command's controlling terminal.
@@ -40,6 +41,25 @@ pub fn dispatch(args: &[String]) {
         _ => return,
     };
     std::process::exit(code);
+}
+
+/// The monitor's DIR/monitor.log, set once it knows DIR.
+static MONITOR_LOG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// A complaint of the monitor: appended to DIR/monitor.log (made on the first; most
+/// containers never need one), else to stderr.
+fn complain(message: &str) {
+    let written = MONITOR_LOG.get().is_some_and(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(format!("{message}\n").as_bytes()))
+            .is_ok()
+    });
+    if !written {
+        eprintln!("{message}");
+    }
 }
 
 fn now() -> i64 {
@@ -124,10 +144,11 @@ fn container(args: &[String]) -> i32 {
         return 2;
     };
     let notifier = take_notifier();
+    let _ = MONITOR_LOG.set(dir.join("monitor.log"));
     let launch: Launch = match read_json(&dir.join("launch.json")) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{CONTAINER}: reading {}/launch.json: {e}", dir.display());
+            complain(&format!("{CONTAINER}: reading {}/launch.json: {e}", dir.display()));
             return 1;
         }
     };
@@ -266,7 +287,7 @@ impl LogCopier {
                     && !*failed
                 {
                     *failed = true;
-                    eprintln!("{CONTAINER}: writing the container's log: {e}");
+                    complain(&format!("{CONTAINER}: writing the container's log: {e}"));
                 }
             };
             match read {
@@ -308,7 +329,7 @@ fn wait_copying(child: nix::unistd::Pid, mut copier: Option<LogCopier>) -> nix::
             break;
         }
         if deadline.is_some_and(|d| std::time::Instant::now() > d) {
-            eprintln!("{CONTAINER}: the container's output did not end; its log may miss the last lines");
+            complain(&format!("{CONTAINER}: the container's output did not end; its log may miss the last lines"));
             break;
         }
         copier.pump(200);
@@ -369,7 +390,7 @@ fn monitor(
         start_error,
     };
     if let Err(e) = write_json(&launch.exit_file, &exited) {
-        eprintln!("{CONTAINER}: writing {}: {e}", launch.exit_file.display());
+        complain(&format!("{CONTAINER}: writing {}: {e}", launch.exit_file.display()));
         return 1;
     }
     0

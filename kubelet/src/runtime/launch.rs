@@ -55,6 +55,21 @@ pub struct Launch {
     /// kubelets): every capability, as those ran.
     #[serde(default)]
     pub privileges: Option<super::privileges::Privileges>,
+    /// What the kubelet keeps about the container (the helper ignores it), here rather
+    /// than in a file of its own: one inode less per container start. Absent
+    /// (launches of older kubelets): in meta.json beside this file.
+    #[serde(default)]
+    pub meta: Option<Meta>,
+}
+
+/// The kubelet's own record of a container: its identity, image and cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    pub name: String,
+    pub attempt: u32,
+    pub image: String,
+    pub image_id: String,
+    pub cgroup: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

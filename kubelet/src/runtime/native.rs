@@ -3,6 +3,18 @@
 //! (`kubelet __container DIR`) that stays its parent and records its start and exit in
 //! DIR. All state lives under `<root>/<pod-uid>/`, so a restarted kubelet finds
 //! every sandbox and container again and never starts one twice.
+//!
+//! Each file or directory made on the node's disk costs a pod's start more than
+//! anything else the kubelet does (ext4 inode allocation, most of all when many were
+//! recently deleted), so a container gets only what it needs: `launch.json` (the
+//! helper's input and the kubelet's record), `started.json`, later `exited.json`,
+//! and the overlay's `upper` and `work`. `monitor.log` appears only when the monitor
+//! has something to say. Two things are shared by every container (names starting
+//! with a dot, never a pod uid): `.rootfs`, the empty directory each container's
+//! overlay root is mounted on inside its own mount namespace, and `.init-layer`, a
+//! read-only top layer with empty /etc/hosts, /etc/resolv.conf and /etc/hostname, so
+//! that bind-mounting the pod's files there copies nothing up into the container's
+//! upper directory (as Docker's init layer).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::cgroups::Cgroups;
 use super::helper;
-use super::launch::{Exited, Launch, LogTarget, Started, read_json, write_json};
+use super::launch::{Exited, Launch, LogTarget, Meta, Started, read_json, write_json};
 use super::logs::Rotation;
 use super::{
     ContainerConfig, ContainerInfo, ContainerState, ExecResult, ExecSession, Runtime, RuntimeError, Sandbox,
@@ -24,15 +36,12 @@ use super::{
 
 const START_WITHIN: Duration = Duration::from_secs(20);
 
-/// What the kubelet keeps about a container beside its launch.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Meta {
-    name: String,
-    attempt: u32,
-    image: String,
-    image_id: String,
-    cgroup: String,
-}
+/// The shared mount point of containers' overlay roots, under the runtime's root.
+const ROOTFS_MOUNT: &str = ".rootfs";
+/// The shared top layer holding the targets of the kubelet's /etc file mounts.
+const INIT_LAYER: &str = ".init-layer";
+/// The files the init layer holds (empty): the pod's own are bind-mounted on them.
+pub const INIT_LAYER_FILES: [&str; 3] = ["etc/hosts", "etc/resolv.conf", "etc/hostname"];
 
 pub struct NativeRuntime {
     root: PathBuf,
@@ -42,6 +51,7 @@ pub struct NativeRuntime {
     /// Gets the pod's uid when one of its containers or its sandbox exits.
     exits: mpsc::UnboundedSender<String>,
     log_rotation: Rotation,
+    init_layer: PathBuf,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -73,7 +83,17 @@ impl NativeRuntime {
         cgroup_parent: &str,
         exits: mpsc::UnboundedSender<String>,
     ) -> Result<Self, RuntimeError> {
-        std::fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
+        std::fs::create_dir_all(root.join(ROOTFS_MOUNT)).map_err(io_err(format!("creating {}", root.display())))?;
+        let init_layer = root.join(INIT_LAYER);
+        for file in INIT_LAYER_FILES {
+            let path = init_layer.join(file);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+            }
+            if !path.exists() {
+                std::fs::write(&path, b"").map_err(io_err(format!("creating {}", path.display())))?;
+            }
+        }
         let program = std::env::current_exe().map_err(io_err("finding the kubelet binary"))?;
         Ok(NativeRuntime {
             root: root.to_path_buf(),
@@ -82,6 +102,7 @@ impl NativeRuntime {
             program,
             exits,
             log_rotation: Rotation::default(),
+            init_layer,
         })
     }
 
@@ -111,8 +132,28 @@ impl NativeRuntime {
         (process_matches(sandbox.pid, uid) && !is_zombie(sandbox.pid)).then_some(sandbox)
     }
 
+    /// The kubelet's record of the container in `dir` (meta.json: started by an older kubelet).
+    fn meta(dir: &Path) -> Option<Meta> {
+        match read_json::<Launch>(&dir.join("launch.json")).ok()?.meta {
+            Some(meta) => Some(meta),
+            None => read_json(&dir.join("meta.json")).ok(),
+        }
+    }
+
+    /// The image's layers with the init layer on top, unless an image layer has an
+    /// /etc that is not a directory (a symlink, a whiteout): the init layer's /etc
+    /// would hide it, so such a container makes its mount targets in its upper dir.
+    fn with_init_layer(&self, layers: &[PathBuf]) -> Vec<PathBuf> {
+        let mut layers = layers.to_vec();
+        let etc = layers.iter().rev().find_map(|l| std::fs::symlink_metadata(l.join("etc")).ok());
+        if etc.is_none_or(|m| m.is_dir()) {
+            layers.push(self.init_layer.clone());
+        }
+        layers
+    }
+
     fn info(&self, uid: &str, dir: &Path) -> Option<ContainerInfo> {
-        let meta: Meta = read_json(&dir.join("meta.json")).ok()?;
+        let meta = Self::meta(dir)?;
         let id = format!("{uid}_{}_{}", meta.name, meta.attempt);
         let started: Option<Started> = read_json(&dir.join("started.json")).ok();
         let exited: Option<Exited> = read_json(&dir.join("exited.json")).ok();
@@ -288,7 +329,13 @@ impl Runtime for NativeRuntime {
 
     async fn pods(&self) -> Vec<String> {
         std::fs::read_dir(&self.root)
-            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !name.starts_with('.'))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -297,10 +344,10 @@ impl Runtime for NativeRuntime {
         let id = format!("{uid}_{}_{}", config.name, config.attempt);
         let fail = |message: String| RuntimeError::Container { id: id.clone(), message };
         let dir = self.container_dir(&id)?;
-        if dir.join("meta.json").exists() {
+        if dir.join("launch.json").exists() || dir.join("meta.json").exists() {
             return Err(fail("already created".into()));
         }
-        for sub in ["rootfs", "upper", "work"] {
+        for sub in ["upper", "work"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io_err(format!("creating {}", dir.display())))?;
         }
         let cgroup = format!("{}/{}_{}", self.pod_cgroup(uid), config.name, config.attempt);
@@ -310,10 +357,11 @@ impl Runtime for NativeRuntime {
         let launch = Launch {
             sandbox_pid: sandbox.pid,
             join,
-            layers: config.image.layers.clone(),
+            layers: self.with_init_layer(&config.image.layers),
             upper_dir: dir.join("upper"),
             work_dir: dir.join("work"),
-            rootfs: dir.join("rootfs"),
+            // Mounted in the container's own mount namespace only: one directory serves all.
+            rootfs: self.root.join(ROOTFS_MOUNT),
             mounts: config.mounts.clone(),
             argv: config.argv.clone(),
             env: config.env.clone(),
@@ -326,29 +374,24 @@ impl Runtime for NativeRuntime {
             exit_file: dir.join("exited.json"),
             log: Some(LogTarget { path: config.log_path.clone(), rotation: self.log_rotation }),
             privileges: Some(config.privileges.clone()),
-        };
-        let meta = Meta {
-            name: config.name.clone(),
-            attempt: config.attempt,
-            image: config.image.reference.clone(),
-            image_id: config.image.id.clone(),
-            cgroup,
+            meta: Some(Meta {
+                name: config.name.clone(),
+                attempt: config.attempt,
+                image: config.image.reference.clone(),
+                image_id: config.image.id.clone(),
+                cgroup,
+            }),
         };
         write_json(&dir.join("launch.json"), &launch).map_err(io_err("writing launch.json"))?;
-        write_json(&dir.join("meta.json"), &meta).map_err(io_err("writing meta.json"))?;
         // The container's output goes to its log through the monitor; the monitor's own
-        // complaints (a log it cannot write) to a file beside its state.
-        let monitor_log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("monitor.log"))
-            .map_err(io_err(format!("opening {}/monitor.log", dir.display())))?;
+        // complaints (a log it cannot write) to DIR/monitor.log, which it makes only
+        // then; anything else (a panic) to the kubelet's stderr, as the pause process's.
         let mut child = tokio::process::Command::new(&self.program)
             .arg(helper::CONTAINER)
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(monitor_log)
+            .stderr(Stdio::inherit())
             .process_group(0)
             .spawn()
             .map_err(|e| fail(format!("starting the container helper: {e}")))?;
@@ -364,7 +407,10 @@ impl Runtime for NativeRuntime {
             }
         }
         if line.trim() != helper::STARTED && !dir.join("exited.json").exists() {
-            return Err(fail("the container helper ended before it started the container (see monitor.log)".into()));
+            return Err(fail(
+                "the container helper ended before it started the container (see its monitor.log or the kubelet's log)"
+                    .into(),
+            ));
         }
         Ok(id)
     }
@@ -390,7 +436,7 @@ impl Runtime for NativeRuntime {
 
     async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.container_dir(id)?;
-        if let Ok(meta) = read_json::<Meta>(&dir.join("meta.json")) {
+        if let Some(meta) = Self::meta(&dir) {
             self.cgroups.kill_all(&meta.cgroup);
         }
         self.signal(id, Signal::SIGKILL).await
@@ -477,7 +523,7 @@ impl Runtime for NativeRuntime {
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.container_dir(id)?;
-        if let Ok(meta) = read_json::<Meta>(&dir.join("meta.json")) {
+        if let Some(meta) = Self::meta(&dir) {
             self.remove_cgroup(&meta.cgroup).await?;
         }
         match std::fs::remove_dir_all(&dir) {
