@@ -30,8 +30,8 @@ fn port(name: &str, protocol: Protocol, host: u32, endpoints: &[u32]) -> Service
     }
 }
 
-/// 40 TCP ports (three endpoint maps), one without endpoints, a UDP NodePort and two
-/// ports with ClientIP affinity.
+/// 40 TCP ports with two endpoints each, one without endpoints, a UDP NodePort and
+/// two ports with ClientIP affinity.
 fn before() -> Snapshot {
     let mut ports: Vec<ServicePort> =
         (0..40).map(|i| port(&format!("s{i:02}"), Protocol::Tcp, i + 1, &[i * 4 + 1, i * 4 + 2])).collect();
@@ -69,7 +69,7 @@ fn after() -> Snapshot {
     ports[i].affinity_seconds = Some(120);
     let i = find(&mut ports, "a2");
     ports[i].endpoints.pop();
-    // s07 and the whole third map (s32..s39) go; a newcomer takes a free slot.
+    // s07 and s32..s39 go; a newcomer with one endpoint joins s11's group.
     ports.retain(|p| p.name != "s07" && !(p.name.starts_with("s3") && p.name.as_str() >= "s32"));
     ports.push(port("n1", Protocol::Tcp, 120, &[250]));
     sorted(ports, vec![Ipv4Addr::new(192, 168, 50, 1), Ipv4Addr::new(192, 168, 50, 9)])
@@ -133,10 +133,18 @@ fn an_incremental_sync_leaves_the_table_a_full_sync_writes() {
     // Not a comparison of two empty or unchanged tables.
     assert!(normalized(&full).len() > 20, "{full}");
     assert_ne!(normalized(&first), normalized(&full));
-    for expected in ["map endpoints/tcp/1", "10.250.0.1 . 8080", "aff/120/", "udp dport 30053", "tcp dport 30013"] {
+    for expected in [
+        "map endpoints/tcp/3",
+        "map endpoints/tcp/1",
+        "map nodeport-endpoints/udp/1",
+        "10.250.0.1 . 8080",
+        "aff/120/",
+        "30053 . 0 : 10.244.0.201 . 8080",
+        "tcp . 30013 : goto np/tcp/2",
+    ] {
         assert!(full.contains(expected), "{expected} missing:\n{full}");
     }
-    assert!(!full.contains("endpoints/tcp/2"), "the third map should be gone:\n{full}");
+    assert!(!full.contains("endpoints/udp/2"), "u1's two-endpoint groups should be gone:\n{full}");
 }
 
 /// `nft list table` from the calling thread's namespace.

@@ -1,5 +1,5 @@
 //! The nftables ruleset as a function of a `Snapshot` (and of the ruleset it replaces,
-//! whose endpoint-map slots it keeps), and the `nft -f` text that programs it: either
+//! whose unchanged ports it keeps), and the `nft -f` text that programs it: either
 //! the whole table (deleted and recreated in the same transaction) or the difference
 //! from the ruleset the kernel holds.
 //!
@@ -7,29 +7,31 @@
 //! - `services` (nat, prerouting and output) looks `daddr . l4proto . dport` up in
 //!   the verdict map `service-ips`, and `l4proto . dport` of traffic to a node
 //!   address in `service-nodeports`: one lookup however many Services there are.
-//! - the Service ports with endpoints are in buckets of 16 (by a slot each keeps
-//!   while it exists); the ports of a bucket share a map `endpoints/<protocol>/<bucket>`
-//!   and a chain `svc/<protocol>/<bucket>` (the verdict map's target) with one DNAT
-//!   rule per port: it matches the port's address and dport, and
-//!   `numgen random mod <n> offset <slot base>` picks a key of the port's slot in
-//!   the map (address . port per key); with a cluster CIDR, a rule before it marks
-//!   traffic from outside for masquerade. So an endpoint change that keeps the count
-//!   changes map elements only, and a count change the rules of one chain of 16.
-//!   NodePorts likewise go to `np/<protocol>/<bucket>`, whose rules also mark the
-//!   packet for masquerade.
+//! - Service ports with endpoints (and without affinity) are grouped by protocol and
+//!   endpoint count n: the group's chain `svc/<protocol>/<n>` (the verdict map's
+//!   target) has one DNAT rule for all of them, which looks
+//!   `daddr . dport . numgen random mod n` up in the group's map
+//!   `endpoints/<protocol>/<n>` (address . port per key); with a cluster CIDR, a rule
+//!   before it marks traffic from outside for masquerade. NodePorts likewise go to
+//!   `np/<protocol>/<n>`, which marks the packet and looks `dport . numgen random mod n`
+//!   up in `nodeport-endpoints/<protocol>/<n>`. So the table holds a few rules however
+//!   many Services there are, and every endpoint change, count changes included, is
+//!   map elements only.
 //! - with ClientIP affinity, a port has a chain `svc/<id>` of its own instead, which
 //!   picks one chain `ep/...` per endpoint that records the client in a timeout set
 //!   `aff/...` and DNATs; its NodePort goes through `np/<id>`, which marks the packet.
 //! - ports without endpoints are in `no-endpoint-services`/`-nodeports`, looked up
-//!   by filter chains before NAT that reject (TCP reset, ICMP port unreachable).
+//!   by filter chains before NAT, for new connections only, that reject (TCP reset,
+//!   ICMP port unreachable).
 //! - postrouting masquerades marked packets, and hairpin traffic (a pod reaching
 //!   itself through its Service: saddr . daddr of one endpoint, in set `hairpin`).
 //!
-//! Why buckets: the kernel walks every element of a map for each rule bound to it,
-//! and every binding for each element added, so one map for all ports is quadratic
-//! (10,000 ports: a minute), and one map per port is too, through the kernel's linear
-//! set lookup by name. And `nft` lists every chain of the table before applying even
-//! one element change: 10,000 chains made that 25-35 ms, 625 make it a few.
+//! Why groups by count: a rule per port costs the kernel a lookup of its map by name
+//! among all sets and of each expression type when the rule is added, and rule changes
+//! make it re-validate the table; a rule per group costs neither, and each map is bound
+//! by one rule (the kernel walks a map's elements for each rule bound to it). And `nft`
+//! lists every chain of the table before applying even one element change: with a
+//! chain per group that listing is short.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -43,15 +45,6 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 
 /// The table's default name.
 pub const DEFAULT_TABLE: &str = "rudder-proxy";
-
-/// A slot's keys in an endpoints map are `slot << SLOT_SHIFT` plus the endpoint's
-/// index, so a port has at most this many endpoints (an Endpoints object holds at most
-/// 1,000) and a node at most 2^18 ports with endpoints.
-const SLOT_SHIFT: u32 = 14;
-const MAX_ENDPOINTS: usize = 1 << SLOT_SHIFT;
-const MAX_SLOTS: u32 = 1 << (32 - SLOT_SHIFT);
-/// Ports per endpoints map.
-const SLOTS_PER_MAP: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -85,11 +78,60 @@ const SKELETON_SETS: [(&str, &str, &str); 6] = [
     ("set", HAIRPIN, "type ipv4_addr . ipv4_addr"),
 ];
 
-/// An endpoints map's type: numgen's value to address . port. Written with the
-/// protocol's own dport: nft 1.0.6 refuses a rule with `meta l4proto tcp` that uses a
-/// map (from the kernel) typed `th dport` ("conflicting protocols specified").
-fn endpoint_map_type(protocol: Protocol) -> String {
-    format!("typeof numgen random mod 1 : ip daddr . {protocol} dport")
+/// The ports that share an endpoints map and its chain: protocol and endpoint count.
+type Group = (Protocol, u32);
+
+/// Whether a group's map is keyed by ClusterIP . port or by NodePort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Via {
+    ClusterIp,
+    NodePort,
+}
+
+impl Via {
+    /// The group's endpoints map.
+    fn map(self, (protocol, n): Group) -> String {
+        match self {
+            Via::ClusterIp => format!("endpoints/{protocol}/{n}"),
+            Via::NodePort => format!("nodeport-endpoints/{protocol}/{n}"),
+        }
+    }
+
+    /// The group's chain, the target of the port's verdict map element.
+    fn chain(self, (protocol, n): Group) -> String {
+        match self {
+            Via::ClusterIp => format!("svc/{protocol}/{n}"),
+            Via::NodePort => format!("np/{protocol}/{n}"),
+        }
+    }
+
+    /// The lookup key the chain's rule computes (and the map's typeof). Written with
+    /// the protocol's own dport, which is also the protocol match a DNAT to a port
+    /// needs: nft 1.0.6 refuses a rule with `meta l4proto tcp` that uses a map (from
+    /// the kernel) typed `th dport` ("conflicting protocols specified").
+    fn key(self, (protocol, n): Group) -> String {
+        match self {
+            Via::ClusterIp => format!("ip daddr . {protocol} dport . numgen random mod {n}"),
+            Via::NodePort => format!("{protocol} dport . numgen random mod {n}"),
+        }
+    }
+
+    fn map_type(self, (protocol, _): Group) -> String {
+        format!("typeof {} : ip daddr . {protocol} dport", self.key((protocol, 1)))
+    }
+
+    /// The rules of the group's chain.
+    fn rules(self, group: Group, options: &Options) -> Vec<String> {
+        let dnat = format!("dnat ip addr . port to {} map @{}", self.key(group), self.map(group));
+        let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
+        match self {
+            Via::ClusterIp => {
+                let outsiders = options.cluster_cidr.map(|cidr| format!("ip saddr != {cidr} {mark}"));
+                outsiders.into_iter().chain([dnat]).collect()
+            }
+            Via::NodePort => vec![format!("{mark} {dnat}")],
+        }
+    }
 }
 
 /// The fixed chains, which never change while the process runs.
@@ -105,15 +147,17 @@ fn base_chains() -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
                 format!("ip daddr @{NODE_IPS} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"),
             ],
         ),
+        // Only a connection's first packet can be to a Service without endpoints (as
+        // Kubernetes' `ct state new` check): the others skip both lookups.
         (
             "filter-prerouting",
             Some("type filter hook prerouting priority dstnat - 10; policy accept;"),
-            vec!["jump filter-services".into()],
+            vec!["ct state new jump filter-services".into()],
         ),
         (
             "filter-output",
             Some("type filter hook output priority -110; policy accept;"),
-            vec!["jump filter-services".into()],
+            vec!["ct state new jump filter-services".into()],
         ),
         (
             "services",
@@ -151,16 +195,23 @@ struct Element {
 #[derive(Debug, PartialEq, Eq)]
 struct PortRules {
     source: ServicePort,
-    /// Its endpoints-map slot (ports with endpoints and without affinity).
-    slot: Option<u32>,
+    /// Its group (ports with endpoints and without affinity).
+    group: Option<Group>,
     /// Its own chains (`svc/`, `np/`, `ep/` with affinity): name and rules.
     chains: Vec<(String, Vec<String>)>,
-    /// Its rules in the chains it shares with the other ports of its endpoints map
-    /// (`svc/<protocol>/<bucket>`, `np/<protocol>/<bucket>`): chain name and rules.
-    shared: Vec<(String, Vec<String>)>,
     /// ClientIP affinity sets: name and timeout in seconds.
     affinity_sets: Vec<(String, u32)>,
     elements: Vec<Element>,
+}
+
+impl PortRules {
+    /// The groups whose maps and chains it uses.
+    fn groups(&self) -> impl Iterator<Item = (Via, Group)> + '_ {
+        let node_port = self.source.node_port.is_some();
+        self.group
+            .into_iter()
+            .flat_map(move |g| [(Via::ClusterIp, g)].into_iter().chain(node_port.then_some((Via::NodePort, g))))
+    }
 }
 
 /// Everything kube-proxy's table holds for one snapshot.
@@ -172,8 +223,8 @@ pub struct Ruleset {
     ports: BTreeMap<String, Arc<PortRules>>,
     /// Hairpin elements (one per endpoint address), with how many ports have it.
     hairpin: BTreeMap<Ipv4Addr, usize>,
-    /// Endpoint maps in use (by protocol and bucket), with how many ports use each.
-    endpoint_maps: BTreeMap<(Protocol, u32), usize>,
+    /// Groups in use (each a map and a chain), with how many ports use each.
+    groups: BTreeMap<(Via, Group), usize>,
 }
 
 fn svc_chain(id: &str) -> String {
@@ -182,16 +233,6 @@ fn svc_chain(id: &str) -> String {
 
 fn endpoint_name(prefix: &str, id: &str, endpoint: &std::net::SocketAddrV4) -> String {
     format!("{prefix}/{id}/{}/{}", endpoint.ip(), endpoint.port())
-}
-
-/// The chain `prefix/<protocol>/<bucket>` the ports of one endpoints map share.
-fn shared_chain(prefix: &str, (protocol, bucket): (Protocol, u32)) -> String {
-    format!("{prefix}/{protocol}/{bucket}")
-}
-
-/// The endpoints map of (protocol, bucket).
-fn endpoint_map((protocol, bucket): (Protocol, u32)) -> String {
-    format!("endpoints/{protocol}/{bucket}")
 }
 
 fn element(set: &str, key: String, value: Option<String>) -> Element {
@@ -204,14 +245,14 @@ fn element(set: &str, key: String, value: Option<String>) -> Element {
 
 impl Ruleset {
     /// The ruleset for `snapshot`. Ports unchanged since `previous` (the ruleset the
-    /// kernel holds) are taken from it as they are, and every port keeps its slot.
+    /// kernel holds) are taken from it as they are.
     pub fn build(snapshot: &Snapshot, options: &Options, previous: Option<&Ruleset>) -> Ruleset {
         let previous = previous.filter(|p| p.options == *options);
         let mut ports = Vec::with_capacity(snapshot.service_ports.len());
-        let mut fresh = Vec::new();
         // Previous ports found in the snapshot (kept as they are, or replaced).
         let mut kept_or_replaced = 0;
         let mut replaced = Vec::new();
+        let mut added = Vec::new();
         // Both are sorted by id, so the previous port is usually the next one.
         let mut cursor = previous.map(|p| p.ports.iter().peekable());
         for port in &snapshot.service_ports {
@@ -236,43 +277,17 @@ impl Ruleset {
                         kept_or_replaced += 1;
                         replaced.push(old);
                     }
-                    let wants_slot = !port.endpoints.is_empty() && port.affinity_seconds.is_none();
-                    let slot = old.and_then(|o| o.slot).filter(|_| wants_slot);
-                    fresh.push((id, port, wants_slot, slot));
+                    let rules = Arc::new(port_rules(port, &id, options));
+                    added.push(rules.clone());
+                    ports.push((id, rules));
                 }
             }
         }
-        // Slots in use, only when a port needs a new one.
-        let mut used_slots: Option<BTreeSet<u32>> = None;
-        let mut next_free = 0;
-        let mut added = Vec::with_capacity(fresh.len());
-        for (id, port, wants_slot, slot) in &fresh {
-            let mut slot = *slot;
-            if *wants_slot && slot.is_none() {
-                let used = used_slots.get_or_insert_with(|| {
-                    ports.iter().filter_map(|(_, p)| p.slot).chain(fresh.iter().filter_map(|f| f.3)).collect()
-                });
-                while used.contains(&next_free) {
-                    next_free += 1;
-                }
-                if next_free < MAX_SLOTS {
-                    used.insert(next_free);
-                    slot = Some(next_free);
-                } else {
-                    tracing::error!(
-                        port = id,
-                        "more than {MAX_SLOTS} Service ports with endpoints; rejecting this one"
-                    );
-                }
-            }
-            added.push(Arc::new(port_rules(port, id, slot, options)));
-        }
-        ports.extend(fresh.into_iter().map(|f| f.0).zip(added.iter().cloned()));
         let ports: BTreeMap<String, Arc<PortRules>> = ports.into_iter().collect();
         // The tallies follow from the previous ones and the ports that changed, so an
         // endpoint change does not recount 50,000 endpoints.
         let mut tally = match previous {
-            Some(p) => Tally { hairpin: p.hairpin.clone(), endpoint_maps: p.endpoint_maps.clone() },
+            Some(p) => Tally { hairpin: p.hairpin.clone(), groups: p.groups.clone() },
             None => Tally::default(),
         };
         for old in &replaced {
@@ -288,36 +303,37 @@ impl Ruleset {
         for new in &added {
             tally.count(new, true);
         }
-        let Tally { hairpin, endpoint_maps } = tally;
+        let Tally { hairpin, groups } = tally;
         // Sorted for diff_keys.
         let mut node_ips = snapshot.node_ips.clone();
         node_ips.sort();
         node_ips.dedup();
-        Ruleset { options: options.clone(), node_ips, ports, hairpin, endpoint_maps }
+        Ruleset { options: options.clone(), node_ips, ports, hairpin, groups }
     }
 
     /// Rules plus set and map elements: what the kernel evaluates or holds.
     pub fn rule_count(&self) -> usize {
         let base: usize = base_chains().iter().map(|(_, _, rules)| rules.len()).sum();
+        let groups: usize = self.groups.keys().map(|(via, group)| via.rules(*group, &self.options).len()).sum();
         let ports: usize = self
             .ports
             .values()
-            .map(|p| p.chains.iter().chain(&p.shared).map(|(_, rules)| rules.len()).sum::<usize>() + p.elements.len())
+            .map(|p| p.chains.iter().map(|(_, rules)| rules.len()).sum::<usize>() + p.elements.len())
             .sum();
-        base + ports + self.hairpin.len() + self.node_ips.len()
+        base + groups + ports + self.hairpin.len() + self.node_ips.len()
     }
 
     /// Deletes the table (if there) and creates it whole, in one transaction.
     pub fn full_transaction(&self) -> String {
         let table = &self.options.table;
-        let mut out = String::with_capacity(256 * (self.ports.len() + 16));
+        let mut out = String::with_capacity(160 * (self.ports.len() + 16));
         // Creating the table first makes the delete valid when it does not exist yet.
         let _ = writeln!(out, "table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{");
         for (kind, name, type_) in SKELETON_SETS {
             let _ = writeln!(out, "{kind} {name} {{\n{type_}\n}}");
         }
-        for map in self.endpoint_maps.keys() {
-            let _ = writeln!(out, "map {} {{\n{}\n}}", endpoint_map(*map), endpoint_map_type(map.0));
+        for (via, group) in self.groups.keys() {
+            let _ = writeln!(out, "map {} {{\n{}\n}}", via.map(*group), via.map_type(*group));
         }
         for rules in self.ports.values() {
             for (name, timeout) in &rules.affinity_sets {
@@ -327,13 +343,13 @@ impl Ruleset {
         for (name, hook, rules) in base_chains() {
             write_chain(&mut out, name, hook, &rules);
         }
+        for (via, group) in self.groups.keys() {
+            write_chain(&mut out, &via.chain(*group), None, &via.rules(*group, &self.options));
+        }
         for rules in self.ports.values() {
             for (name, rules) in &rules.chains {
                 write_chain(&mut out, name, None, rules);
             }
-        }
-        for (name, rules) in self.shared_chains(|_| true) {
-            write_chain(&mut out, name, None, &rules);
         }
         out.push_str("}\n");
         // Elements go in after the rules that use their map: the kernel walks a map's
@@ -363,8 +379,21 @@ impl Ruleset {
         for (name, timeout) in &changes.sets_added {
             let _ = writeln!(out, "add set ip {table} {name} {{ {} }}", affinity_set_body(*timeout));
         }
-        for map in self.endpoint_maps.keys().filter(|m| !applied.endpoint_maps.contains_key(m)) {
-            let _ = writeln!(out, "add map ip {table} {} {{ {}; }}", endpoint_map(*map), endpoint_map_type(map.0));
+        let new_groups: Vec<(Via, Group)> =
+            self.groups.keys().filter(|g| !applied.groups.contains_key(g)).copied().collect();
+        let gone_groups: Vec<(Via, Group)> =
+            applied.groups.keys().filter(|g| !self.groups.contains_key(g)).copied().collect();
+        // A group's map exists before its chain's rule, and both before any element
+        // refers to them.
+        for (via, group) in &new_groups {
+            let _ = writeln!(out, "add map ip {table} {} {{ {}; }}", via.map(*group), via.map_type(*group));
+        }
+        for (via, group) in &new_groups {
+            let chain = via.chain(*group);
+            let _ = writeln!(out, "add chain ip {table} {chain}");
+            for rule in via.rules(*group, &self.options) {
+                let _ = writeln!(out, "add rule ip {table} {chain} {rule}");
+            }
         }
         // All new chains exist before any rule or element refers to one.
         for (name, (old, _)) in &changes.chains {
@@ -381,12 +410,7 @@ impl Ruleset {
                 let _ = writeln!(out, "add rule ip {table} {name} {rule}");
             }
         }
-        let gone_maps: BTreeSet<String> = applied
-            .endpoint_maps
-            .keys()
-            .filter(|m| !self.endpoint_maps.contains_key(m))
-            .map(|m| endpoint_map(*m))
-            .collect();
+        let gone_maps: BTreeSet<String> = gone_groups.iter().map(|(via, group)| via.map(*group)).collect();
         let mut gone: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut added: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for ((set, key), (old, new)) in &changes.elements {
@@ -407,15 +431,20 @@ impl Ruleset {
             write_elements(&mut out, "delete", table, set, old.iter().map(String::as_str));
             write_elements(&mut out, "add", table, set, new.iter().map(String::as_str));
         }
-        // Per set, deletes come first: a key can move (a slot or a ClusterIP reused).
+        // Per set, deletes come first: a key can move (a ClusterIP or NodePort reused).
         let sets: BTreeSet<&str> = gone.keys().chain(added.keys()).copied().collect();
         for set in sets {
             write_elements(&mut out, "delete", table, set, gone.get(set).into_iter().flatten().copied());
             write_elements(&mut out, "add", table, set, added.get(set).into_iter().flatten().copied());
         }
         // Chains and sets go last, once no element or rule refers to them.
-        let removed: Vec<&str> =
-            changes.chains.iter().filter(|(_, (_, new))| new.is_none()).map(|(name, _)| *name).collect();
+        let removed: Vec<String> = changes
+            .chains
+            .iter()
+            .filter(|(_, (_, new))| new.is_none())
+            .map(|(name, _)| name.to_string())
+            .chain(gone_groups.iter().map(|(via, group)| via.chain(*group)))
+            .collect();
         for name in &removed {
             let _ = writeln!(out, "flush chain ip {table} {name}");
         }
@@ -431,18 +460,6 @@ impl Ruleset {
         out
     }
 
-    /// The shared chains whose name `wanted` accepts, with their rules: each port's
-    /// in id order.
-    fn shared_chains(&self, wanted: impl Fn(&str) -> bool) -> BTreeMap<&str, Vec<&str>> {
-        let mut chains: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for rules in self.ports.values() {
-            for (name, rules) in rules.shared.iter().filter(|(name, _)| wanted(name)) {
-                chains.entry(name).or_default().extend(rules.iter().map(String::as_str));
-            }
-        }
-        chains
-    }
-
     /// Whether `update_transaction` from `applied` is possible: same table and options.
     pub fn can_update_from(&self, applied: &Ruleset) -> bool {
         self.options == applied.options
@@ -450,26 +467,30 @@ impl Ruleset {
 }
 
 /// The rules and elements of one port.
-fn port_rules(port: &ServicePort, id: &str, slot: Option<u32>, options: &Options) -> PortRules {
+fn port_rules(port: &ServicePort, id: &str, options: &Options) -> PortRules {
     let mut rules = PortRules {
         source: port.clone(),
-        slot,
+        group: None,
         chains: Vec::new(),
-        shared: Vec::new(),
         affinity_sets: Vec::new(),
         elements: Vec::new(),
     };
     let proto = port.protocol.as_str();
     let service_key = format!("{} . {proto} . {}", port.cluster_ip, port.port);
     let nodeport_key = port.node_port.map(|n| format!("{proto} . {n}"));
-    let outsiders =
-        options.cluster_cidr.map(|cidr| format!("ip saddr != {cidr} meta mark set meta mark | {MASQUERADE_MARK:#x}"));
-    let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
-    let (chain, np_chain) = match (port.affinity_seconds, slot) {
-        // Without endpoints (or, beyond MAX_SLOTS, without a slot) the port rejects.
-        _ if port.endpoints.is_empty() => (None, None),
-        (Some(timeout), _) => {
+    if port.endpoints.is_empty() {
+        rules.elements.push(element(NO_ENDPOINT_SERVICES, service_key, Some("goto reject-service".into())));
+        if let Some(key) = nodeport_key {
+            rules.elements.push(element(NO_ENDPOINT_NODEPORTS, key, Some("goto reject-service".into())));
+        }
+        return rules;
+    }
+    let (chain, np_chain) = match port.affinity_seconds {
+        Some(timeout) => {
             let chain = svc_chain(id);
+            let outsiders = options
+                .cluster_cidr
+                .map(|cidr| format!("ip saddr != {cidr} meta mark set meta mark | {MASQUERADE_MARK:#x}"));
             let mut svc_rules: Vec<String> = outsiders.into_iter().collect();
             let mut picks = Vec::new();
             for (i, endpoint) in port.endpoints.iter().enumerate() {
@@ -486,50 +507,36 @@ fn port_rules(port: &ServicePort, id: &str, slot: Option<u32>, options: &Options
             }
             svc_rules.push(format!("numgen random mod {} vmap {{ {} }}", picks.len(), picks.join(", ")));
             rules.chains.push((chain.clone(), svc_rules));
-            let np_chain = nodeport_key.as_ref().map(|_| {
+            let np_chain = port.node_port.map(|_| {
                 let np_chain = format!("np/{id}");
-                rules.chains.push((np_chain.clone(), vec![mark.clone(), format!("goto {chain}")]));
+                let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
+                rules.chains.push((np_chain.clone(), vec![mark, format!("goto {chain}")]));
                 np_chain
             });
-            (Some(chain), np_chain)
+            (chain, np_chain)
         }
-        (None, Some(slot)) => {
-            let endpoints = &port.endpoints[..port.endpoints.len().min(MAX_ENDPOINTS)];
-            if endpoints.len() < port.endpoints.len() {
-                tracing::warn!(port = id, "more than {MAX_ENDPOINTS} endpoints; using the first {MAX_ENDPOINTS}");
+        None => {
+            let Ok(n) = u32::try_from(port.endpoints.len()) else {
+                tracing::error!(port = id, "more than 2^32 endpoints");
+                return rules;
+            };
+            let group = (port.protocol, n);
+            rules.group = Some(group);
+            let map = Via::ClusterIp.map(group);
+            for (i, endpoint) in port.endpoints.iter().enumerate() {
+                let target = Some(format!("{} . {}", endpoint.ip(), endpoint.port()));
+                rules.elements.push(element(&map, format!("{} . {} . {i}", port.cluster_ip, port.port), target));
             }
-            let base = slot << SLOT_SHIFT;
-            let bucket = (port.protocol, slot / SLOTS_PER_MAP);
-            let map = endpoint_map(bucket);
-            // The protocol's dport match is also the protocol match a DNAT to a port needs.
-            let dnat = format!("dnat ip addr . port to numgen random mod {} offset {base} map @{map}", endpoints.len());
-            let this = format!("ip daddr {} {proto} dport {}", port.cluster_ip, port.port);
-            let mut svc_rules: Vec<String> = outsiders.into_iter().map(|o| format!("{this} {o}")).collect();
-            svc_rules.push(format!("{this} {dnat}"));
-            let chain = shared_chain("svc", bucket);
-            rules.shared.push((chain.clone(), svc_rules));
             let np_chain = port.node_port.map(|node_port| {
-                let np_chain = shared_chain("np", bucket);
-                rules.shared.push((np_chain.clone(), vec![format!("{proto} dport {node_port} {mark} {dnat}")]));
-                np_chain
+                let map = Via::NodePort.map(group);
+                for (i, endpoint) in port.endpoints.iter().enumerate() {
+                    let target = Some(format!("{} . {}", endpoint.ip(), endpoint.port()));
+                    rules.elements.push(element(&map, format!("{node_port} . {i}"), target));
+                }
+                Via::NodePort.chain(group)
             });
-            for (i, endpoint) in (0u32..).zip(endpoints) {
-                rules.elements.push(element(
-                    &map,
-                    (base + i).to_string(),
-                    Some(format!("{} . {}", endpoint.ip(), endpoint.port())),
-                ));
-            }
-            (Some(chain), np_chain)
+            (Via::ClusterIp.chain(group), np_chain)
         }
-        (None, None) => (None, None),
-    };
-    let Some(chain) = chain else {
-        rules.elements.push(element(NO_ENDPOINT_SERVICES, service_key, Some("goto reject-service".into())));
-        if let Some(key) = nodeport_key {
-            rules.elements.push(element(NO_ENDPOINT_NODEPORTS, key, Some("goto reject-service".into())));
-        }
-        return rules;
     };
     rules.elements.push(element(SERVICE_IPS, service_key, Some(format!("goto {chain}"))));
     if let (Some(key), Some(np_chain)) = (nodeport_key, np_chain) {
@@ -560,7 +567,6 @@ impl<'a> Changes<'a> {
         };
         let mut old_sets = BTreeMap::new();
         let mut new_sets = BTreeMap::new();
-        let mut dirty: BTreeSet<&str> = BTreeSet::new();
         // One pass over both, in id order.
         let (mut befores, mut afters) = (old.ports.iter().peekable(), new.ports.iter().peekable());
         loop {
@@ -577,25 +583,11 @@ impl<'a> Changes<'a> {
             {
                 continue;
             }
-            // A shared chain changes only when a port's rules in it do (not, say,
-            // when an endpoint moves and only a map element changes).
-            let shared = |rules: Option<&'a Arc<PortRules>>| rules.map(|r| r.shared.as_slice()).unwrap_or_default();
-            let (b, a) = (shared(before), shared(after));
-            for (name, _) in b.iter().filter(|r| !a.contains(r)).chain(a.iter().filter(|r| !b.contains(r))) {
-                dirty.insert(name.as_str());
-            }
             if let Some(before) = before {
                 changes.add(before, false, &mut old_sets);
             }
             if let Some(after) = after {
                 changes.add(after, true, &mut new_sets);
-            }
-        }
-        if !dirty.is_empty() {
-            let mut olds = old.shared_chains(|name| dirty.contains(name));
-            let mut news = new.shared_chains(|name| dirty.contains(name));
-            for name in dirty {
-                changes.chains.insert(name, (olds.remove(name), news.remove(name)));
             }
         }
         // A chain whose rules are the same (the port changed elsewhere) stays as it is.
@@ -629,11 +621,11 @@ impl<'a> Changes<'a> {
     }
 }
 
-/// The hairpin addresses and endpoint maps, with how many ports use each.
+/// The hairpin addresses and groups, with how many ports use each.
 #[derive(Default)]
 struct Tally {
     hairpin: BTreeMap<Ipv4Addr, usize>,
-    endpoint_maps: BTreeMap<(Protocol, u32), usize>,
+    groups: BTreeMap<(Via, Group), usize>,
 }
 
 impl Tally {
@@ -641,8 +633,8 @@ impl Tally {
         for endpoint in &rules.source.endpoints {
             count(&mut self.hairpin, *endpoint.ip(), add);
         }
-        if let Some(slot) = rules.slot {
-            count(&mut self.endpoint_maps, (rules.source.protocol, slot / SLOTS_PER_MAP), add);
+        for group in rules.groups() {
+            count(&mut self.groups, group, add);
         }
     }
 }
@@ -757,27 +749,28 @@ mod tests {
         ruleset.ports.values().flat_map(|p| p.chains.iter().map(|(name, _)| name.clone())).collect()
     }
 
-    fn slot(ruleset: &Ruleset, name: &str) -> Option<u32> {
-        ruleset.ports[&format!("default/{name}/tcp/http")].slot
-    }
-
     #[test]
     fn a_service_dnats_at_random_across_its_endpoints_through_one_map_lookup() {
         let rules = build(vec![port("web", "10.96.0.10", &["10.244.0.2:8080", "10.244.0.3:8080"])], None);
         let text = rules.full_transaction();
         assert!(text.starts_with("table ip rudder-proxy {}\ndelete table ip rudder-proxy\n"), "{text}");
         assert!(
-            text.contains("add element ip rudder-proxy service-ips { 10.96.0.10 . tcp . 80 : goto svc/tcp/0 }"),
+            text.contains("add element ip rudder-proxy service-ips { 10.96.0.10 . tcp . 80 : goto svc/tcp/2 }"),
             "{text}"
         );
         assert!(
-            text.contains("chain svc/tcp/0 {\nip daddr 10.96.0.10 tcp dport 80 dnat ip addr . port to numgen random mod 2 offset 0 map @endpoints/tcp/0\n}"),
+            text.contains("chain svc/tcp/2 {\ndnat ip addr . port to ip daddr . tcp dport . numgen random mod 2 map @endpoints/tcp/2\n}"),
             "{text}"
         );
-        assert!(text.contains("map endpoints/tcp/0 {\ntypeof numgen random mod 1 : ip daddr . tcp dport\n}"), "{text}");
         assert!(
             text.contains(
-                "add element ip rudder-proxy endpoints/tcp/0 { 0 : 10.244.0.2 . 8080, 1 : 10.244.0.3 . 8080 }"
+                "map endpoints/tcp/2 {\ntypeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport\n}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "add element ip rudder-proxy endpoints/tcp/2 { 10.96.0.10 . 80 . 0 : 10.244.0.2 . 8080, 10.96.0.10 . 80 . 1 : 10.244.0.3 . 8080 }"
             ),
             "{text}"
         );
@@ -786,10 +779,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("add element ip rudder-proxy node-ips { 192.168.1.10 }"), "{text}");
+        // Only new connections are checked for Services without endpoints.
+        assert!(text.contains("ct state new jump filter-services"), "{text}");
         // Elements follow the table's body, so the rules bound to a map exist first.
         assert!(text.find("add element").unwrap() > text.find("chain svc/").unwrap(), "{text}");
         assert_eq!(chain_names(&rules), BTreeSet::new(), "no chain of its own");
         assert_eq!(rules.rule_count(), 12 + 1 + 2 + 1 + 2 + 1);
+    }
+
+    #[test]
+    fn ports_with_as_many_endpoints_share_one_rule() {
+        let rules = build(
+            vec![
+                port("a", "10.96.0.1", &["10.244.0.2:80", "10.244.0.3:80"]),
+                port("b", "10.96.0.2", &["10.244.0.4:80", "10.244.0.5:80"]),
+                port("c", "10.96.0.3", &["10.244.0.6:80"]),
+            ],
+            None,
+        );
+        let text = rules.full_transaction();
+        assert_eq!(text.matches("dnat ip addr . port to").count(), 2, "{text}");
+        assert!(text.contains("10.96.0.2 . tcp . 80 : goto svc/tcp/2"), "{text}");
+        assert!(text.contains("10.96.0.3 . tcp . 80 : goto svc/tcp/1"), "{text}");
+        assert!(text.contains("10.96.0.2 . 80 . 1 : 10.244.0.5 . 80"), "{text}");
     }
 
     #[test]
@@ -820,14 +832,15 @@ mod tests {
         p.port_name.clear();
         let options = Options { cluster_cidr: Some("10.244.0.0/16".parse().unwrap()), ..Options::default() };
         let text = Ruleset::build(&snapshot(vec![p]), &options, None).full_transaction();
-        assert!(text.contains("service-nodeports { udp . 30080 : goto np/udp/0 }"), "{text}");
+        assert!(text.contains("service-nodeports { udp . 30080 : goto np/udp/1 }"), "{text}");
         assert!(
             text.contains(
-                "chain np/udp/0 {\nudp dport 30080 meta mark set meta mark | 0x4000 dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/udp/0\n}"
+                "chain np/udp/1 {\nmeta mark set meta mark | 0x4000 dnat ip addr . port to udp dport . numgen random mod 1 map @nodeport-endpoints/udp/1\n}"
             ),
             "{text}"
         );
-        assert!(text.contains("chain svc/udp/0 {\nip daddr 10.96.0.10 udp dport 80 ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\nip daddr 10.96.0.10 udp dport 80 dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/udp/0\n}"), "{text}");
+        assert!(text.contains("nodeport-endpoints/udp/1 { 30080 . 0 : 10.244.0.2 . 8080 }"), "{text}");
+        assert!(text.contains("chain svc/udp/1 {\nip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000\ndnat ip addr . port to ip daddr . udp dport . numgen random mod 1 map @endpoints/udp/1\n}"), "{text}");
     }
 
     #[test]
@@ -835,7 +848,7 @@ mod tests {
         let mut p = port("web", "10.96.0.10", &["10.244.0.2:8080", "10.244.0.3:8080"]);
         p.affinity_seconds = Some(60);
         let rules = build(vec![p], None);
-        assert_eq!(slot(&rules, "web"), None, "affinity picks through chains, not the endpoint maps");
+        assert!(rules.groups.is_empty(), "affinity picks through chains, not the endpoint maps");
         let text = rules.full_transaction();
         assert!(text.contains("set aff/60/default/web/tcp/http/10.244.0.2/8080 { type ipv4_addr; flags dynamic,timeout; timeout 60s; }"), "{text}");
         assert!(
@@ -870,14 +883,17 @@ mod tests {
         assert_eq!(after.update_transaction(&after), "");
         assert!(Arc::ptr_eq(&before.ports["default/b/tcp/http"], &after.ports["default/b/tcp/http"]), "b is reused");
         let update = after.update_transaction(&before);
-        // a's rule changes and c's goes: their shared chain is rewritten, with b's rule.
-        let expected = "flush chain ip rudder-proxy svc/tcp/0\n\
-             add rule ip rudder-proxy svc/tcp/0 ip daddr 10.96.0.1 tcp dport 80 dnat ip addr . port to numgen random mod 1 offset 0 map @endpoints/tcp/0\n\
-             add rule ip rudder-proxy svc/tcp/0 ip daddr 10.96.0.2 tcp dport 80 dnat ip addr . port to numgen random mod 1 offset 16384 map @endpoints/tcp/0\n\
-             delete element ip rudder-proxy hairpin { 10.244.0.3 . 10.244.0.3, 10.244.0.5 . 10.244.0.5 }\n\
-             delete element ip rudder-proxy endpoints/tcp/0 { 1, 32768 }\n\
+        // a moves to the one-endpoint group, c goes to the rejects; no rule changes,
+        // and the two-endpoint group goes with its map's elements.
+        let expected = "delete element ip rudder-proxy hairpin { 10.244.0.3 . 10.244.0.3, 10.244.0.5 . 10.244.0.5 }\n\
+             delete element ip rudder-proxy endpoints/tcp/1 { 10.96.0.3 . 80 . 0 }\n\
+             add element ip rudder-proxy endpoints/tcp/1 { 10.96.0.1 . 80 . 0 : 10.244.0.2 . 80 }\n\
              add element ip rudder-proxy no-endpoint-services { 10.96.0.3 . tcp . 80 : goto reject-service }\n\
-             delete element ip rudder-proxy service-ips { 10.96.0.3 . tcp . 80 }\n";
+             delete element ip rudder-proxy service-ips { 10.96.0.1 . tcp . 80, 10.96.0.3 . tcp . 80 }\n\
+             add element ip rudder-proxy service-ips { 10.96.0.1 . tcp . 80 : goto svc/tcp/1 }\n\
+             flush chain ip rudder-proxy svc/tcp/2\n\
+             delete chain ip rudder-proxy svc/tcp/2\n\
+             delete map ip rudder-proxy endpoints/tcp/2\n";
         assert_eq!(update, expected);
     }
 
@@ -888,43 +904,34 @@ mod tests {
         let update = after.update_transaction(&before);
         let expected = "delete element ip rudder-proxy hairpin { 10.244.0.3 . 10.244.0.3 }\n\
              add element ip rudder-proxy hairpin { 10.244.0.9 . 10.244.0.9 }\n\
-             delete element ip rudder-proxy endpoints/tcp/0 { 1 }\n\
-             add element ip rudder-proxy endpoints/tcp/0 { 1 : 10.244.0.9 . 80 }\n";
+             delete element ip rudder-proxy endpoints/tcp/2 { 10.96.0.1 . 80 . 1 }\n\
+             add element ip rudder-proxy endpoints/tcp/2 { 10.96.0.1 . 80 . 1 : 10.244.0.9 . 80 }\n";
         assert_eq!(update, expected);
     }
 
     #[test]
-    fn ports_keep_their_slots_and_a_map_goes_with_its_last_port() {
-        let names: Vec<String> = (0..17).map(|i| format!("s{i:02}")).collect();
-        let ports = |names: &[String]| -> Vec<ServicePort> {
-            names.iter().enumerate().map(|(i, n)| port(n, &format!("10.96.0.{}", i + 1), &["10.244.0.2:80"])).collect()
-        };
-        let first = build(ports(&names), None);
-        assert_eq!(slot(&first, "s16"), Some(16));
-        assert_eq!(
-            first.endpoint_maps.keys().copied().collect::<Vec<_>>(),
-            vec![(Protocol::Tcp, 0), (Protocol::Tcp, 1)]
-        );
-        // s00 goes: the others keep their slots, and a newcomer takes the free one.
-        let mut fewer = names[1..].to_vec();
-        fewer.push("t".to_string());
-        let second = build(ports(&fewer), Some(&first));
-        assert_eq!(slot(&second, "s16"), Some(16));
-        assert_eq!(slot(&second, "t"), Some(0));
-        // Only s16 in endpoints/tcp/1: it going removes the map, after its chain.
-        let third = build(ports(&fewer[..15]), Some(&second));
-        let update = third.update_transaction(&second);
-        let chain = update.find("delete chain ip rudder-proxy svc/tcp/1").unwrap();
-        let map = update.find("delete map ip rudder-proxy endpoints/tcp/1").unwrap();
-        assert!(chain < map, "{update}");
-        assert!(!update.contains("delete element ip rudder-proxy endpoints/tcp/1"), "{update}");
-        // And coming back creates it before the rule that uses it.
-        let update = second.update_transaction(&third);
+    fn a_new_group_is_made_before_its_first_port_uses_it() {
+        let mut with_np = port("a", "10.96.0.1", &["10.244.0.2:80"]);
+        with_np.node_port = Some(30001);
+        let before = build(vec![with_np.clone(), port("b", "10.96.0.2", &["10.244.0.4:80"])], None);
+        with_np.endpoints.push("10.244.0.3:80".parse().unwrap());
+        let after = build(vec![with_np, port("b", "10.96.0.2", &["10.244.0.4:80"])], Some(&before));
+        let update = after.update_transaction(&before);
         let map = update
-            .find("add map ip rudder-proxy endpoints/tcp/1 { typeof numgen random mod 1 : ip daddr . tcp dport; }")
+            .find("add map ip rudder-proxy endpoints/tcp/2 { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport; }")
             .unwrap();
-        let rule = update.find("add rule ip rudder-proxy svc/tcp/1 ip daddr 10.96.0.16").unwrap();
-        assert!(map < rule, "{update}");
+        let rule = update.find("add rule ip rudder-proxy svc/tcp/2 dnat").unwrap();
+        let element =
+            update.find("add element ip rudder-proxy service-ips { 10.96.0.1 . tcp . 80 : goto svc/tcp/2 }").unwrap();
+        assert!(map < rule && rule < element, "{update}");
+        assert!(update.contains("tcp . 30001 : goto np/tcp/2"), "{update}");
+        // b still uses the one-endpoint group, but only a had a NodePort.
+        assert!(!update.contains("delete chain ip rudder-proxy svc/tcp/1"), "{update}");
+        let element = update.find("delete element ip rudder-proxy service-nodeports").unwrap();
+        let chain = update.find("delete chain ip rudder-proxy np/tcp/1").unwrap();
+        let map = update.find("delete map ip rudder-proxy nodeport-endpoints/tcp/1").unwrap();
+        assert!(element < chain && chain < map, "{update}");
+        assert!(!update.contains("delete element ip rudder-proxy nodeport-endpoints/tcp/1"), "{update}");
     }
 
     #[test]
@@ -941,7 +948,7 @@ mod tests {
         let after = build(
             vec![
                 port("a", "10.96.0.1", &["10.244.0.2:80", "10.244.0.3:80"]),
-                port("b", "10.96.0.2", &["10.244.0.5:81"]),
+                port("b", "10.96.0.2", &["10.244.0.5:81", "10.244.0.6:81", "10.244.0.7:81"]),
                 port("d", "10.96.0.4", &["10.244.0.2:90"]),
             ],
             Some(&before),
@@ -951,9 +958,11 @@ mod tests {
             recount.count(rules, true);
         }
         assert_eq!(after.hairpin, recount.hairpin);
-        assert_eq!(after.endpoint_maps, recount.endpoint_maps);
+        assert_eq!(after.groups, recount.groups);
+        let groups: Vec<_> = after.groups.iter().map(|((_, (_, n)), users)| (*n, *users)).collect();
+        assert_eq!(groups, [(1, 1), (2, 1), (3, 1)]);
         let addresses: Vec<String> = after.hairpin.keys().map(ToString::to_string).collect();
-        assert_eq!(addresses, ["10.244.0.2", "10.244.0.3", "10.244.0.5"]);
+        assert_eq!(addresses, ["10.244.0.2", "10.244.0.3", "10.244.0.5", "10.244.0.6", "10.244.0.7"]);
         assert_eq!(after.hairpin[&"10.244.0.2".parse().unwrap()], 2);
     }
 
@@ -968,7 +977,7 @@ mod tests {
         let chain = up.find("add chain ip rudder-proxy ep/").unwrap();
         let rule = up.find("add rule ip rudder-proxy svc/default/a/tcp/http ip saddr @aff").unwrap();
         assert!(set < chain && chain < rule, "{up}");
-        assert!(up.contains("delete map ip rudder-proxy endpoints/tcp/0"), "{up}");
+        assert!(up.contains("delete map ip rudder-proxy endpoints/tcp/1"), "{up}");
         let down = plain.update_transaction(&sticky);
         let flush = down.find("flush chain ip rudder-proxy ep/").unwrap();
         let delete = down.find("delete chain ip rudder-proxy ep/").unwrap();
