@@ -123,15 +123,21 @@ impl Via {
     /// The rules of the group's chain.
     fn rules(self, group: Group, options: &Options) -> Vec<String> {
         let dnat = format!("dnat ip addr . port to {} map @{}", self.key(group), self.map(group));
-        let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
         match self {
-            Via::ClusterIp => {
-                let outsiders = options.cluster_cidr.map(|cidr| format!("ip saddr != {cidr} {mark}"));
-                outsiders.into_iter().chain([dnat]).collect()
-            }
-            Via::NodePort => vec![format!("{mark} {dnat}")],
+            Via::ClusterIp => mark_outsiders(options).into_iter().chain([dnat]).collect(),
+            Via::NodePort => vec![format!("{} {dnat}", mark_for_masquerade())],
         }
     }
+}
+
+/// The statement that marks a packet for postrouting's masquerade.
+fn mark_for_masquerade() -> String {
+    format!("meta mark set meta mark | {MASQUERADE_MARK:#x}")
+}
+
+/// With a cluster CIDR, the rule that marks Service traffic from outside it.
+fn mark_outsiders(options: &Options) -> Option<String> {
+    options.cluster_cidr.map(|cidr| format!("ip saddr != {cidr} {}", mark_for_masquerade()))
 }
 
 /// The fixed chains, which never change while the process runs.
@@ -488,10 +494,7 @@ fn port_rules(port: &ServicePort, id: &str, options: &Options) -> PortRules {
     let (chain, np_chain) = match port.affinity_seconds {
         Some(timeout) => {
             let chain = svc_chain(id);
-            let outsiders = options
-                .cluster_cidr
-                .map(|cidr| format!("ip saddr != {cidr} meta mark set meta mark | {MASQUERADE_MARK:#x}"));
-            let mut svc_rules: Vec<String> = outsiders.into_iter().collect();
+            let mut svc_rules: Vec<String> = mark_outsiders(options).into_iter().collect();
             let mut picks = Vec::new();
             for (i, endpoint) in port.endpoints.iter().enumerate() {
                 // The timeout is in the name so a changed timeout is a new set.
@@ -509,8 +512,7 @@ fn port_rules(port: &ServicePort, id: &str, options: &Options) -> PortRules {
             rules.chains.push((chain.clone(), svc_rules));
             let np_chain = port.node_port.map(|_| {
                 let np_chain = format!("np/{id}");
-                let mark = format!("meta mark set meta mark | {MASQUERADE_MARK:#x}");
-                rules.chains.push((np_chain.clone(), vec![mark, format!("goto {chain}")]));
+                rules.chains.push((np_chain.clone(), vec![mark_for_masquerade(), format!("goto {chain}")]));
                 np_chain
             });
             (chain, np_chain)
