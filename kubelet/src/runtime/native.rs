@@ -133,8 +133,14 @@ impl NativeRuntime {
     }
 
     /// The kubelet's record of the container in `dir` (meta.json: started by an older kubelet).
+    /// Read on every relist, so only the record is decoded, not the whole launch.
     fn meta(dir: &Path) -> Option<Meta> {
-        match read_json::<Launch>(&dir.join("launch.json")).ok()?.meta {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            #[serde(default)]
+            meta: Option<Meta>,
+        }
+        match read_json::<Record>(&dir.join("launch.json")).ok()?.meta {
             Some(meta) => Some(meta),
             None => read_json(&dir.join("meta.json")).ok(),
         }
