@@ -412,7 +412,10 @@ async fn zhidan_sample_application_runs_end_to_end() {
             .list(&ListParams::default())
             .await
             .map(|l| l.items.len());
-        let sandboxes_left = std::fs::read_dir(&runtime_dir).map(|d| d.count()).unwrap_or(0);
+        // Names starting with a dot are the runtime's shared mount point and init layer, not pods.
+        let sandboxes_left = std::fs::read_dir(&runtime_dir)
+            .map(|dir| dir.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
+            .unwrap_or(0);
         let rules = cluster.proxy_rules().expect("listing the rules");
         let rules_left =
             rules.contains(SERVER_IP) || rules.contains(WEB_IP) || rules.contains(&WEB_NODE_PORT.to_string());
