@@ -37,6 +37,10 @@ pub struct Flags {
     /// Recent events kept per resource for watches to resume from [default: 10000].
     #[arg(long)]
     pub watch_cache_size: Option<usize>,
+    /// Threads serving requests [default: one per core]. Where etcd shares the host's
+    /// cores, fewer threads than cores leave etcd room and cut context switches.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 /// The file form of the same settings.
@@ -50,6 +54,7 @@ struct FileSettings {
     service_cluster_ip_range: Option<String>,
     service_node_port_range: Option<String>,
     watch_cache_size: Option<usize>,
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +66,8 @@ pub struct Settings {
     pub service_cluster_ip_range: ServiceCidr,
     pub service_node_port_range: PortRange,
     pub watch_cache_size: usize,
+    /// None: the runtime's default, one per core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Settings {
@@ -77,6 +84,10 @@ impl Settings {
             .unwrap_or_else(|| "10.96.0.0/12".to_string());
         let port_range =
             flags.service_node_port_range.or(file.service_node_port_range).unwrap_or_else(|| "30000-32767".to_string());
+        let worker_threads = flags.worker_threads.or(file.worker_threads);
+        if worker_threads == Some(0) {
+            bail!("--worker-threads is 0: give at least 1, or leave it out for one thread per core");
+        }
         Ok(Settings {
             etcd_servers,
             etcd_prefix: flags.etcd_prefix.or(file.etcd_prefix).unwrap_or_else(|| "/registry".to_string()),
@@ -95,6 +106,7 @@ impl Settings {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?,
             watch_cache_size: flags.watch_cache_size.or(file.watch_cache_size).unwrap_or(10_000),
+            worker_threads,
         })
     }
 }
@@ -120,6 +132,12 @@ mod tests {
         let flags = Flags::parse_from(["apiserver", "--config", path.to_str().unwrap()]);
         let error = format!("{:#}", Settings::load(flags).unwrap_err());
         assert!(error.contains("unknown field `etcd-server`"), "{error}");
+
+        std::fs::write(&path, "worker-threads: 1\n").unwrap();
+        let flags = Flags::parse_from(["apiserver", "--config", path.to_str().unwrap()]);
+        assert_eq!(Settings::load(flags).unwrap().worker_threads, Some(1));
+        let error = format!("{:#}", Settings::load(Flags::parse_from(["apiserver", "--worker-threads=0"])).unwrap_err());
+        assert!(error.contains("--worker-threads is 0"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

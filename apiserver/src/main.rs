@@ -1,10 +1,16 @@
+use anyhow::Context as _;
 use clap::Parser as _;
 
 use apiserver::config::{Flags, Settings};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+// The runtime is built by hand so that --worker-threads sizes it.
+fn main() -> anyhow::Result<()> {
     ops::logging::init();
     let settings = Settings::load(Flags::parse())?;
-    apiserver::server::run(settings, ops::signals::shutdown()).await
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(apiserver::server::run(settings, ops::signals::shutdown()))
 }

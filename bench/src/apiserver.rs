@@ -119,6 +119,9 @@ pub struct Options {
     /// The target's ceiling is the unwatched run.
     #[arg(long)]
     raw_watched: bool,
+    /// The apiserver's --worker-threads [default: the apiserver's, one per core].
+    #[arg(long)]
+    apiserver_threads: Option<usize>,
 }
 
 /// A ConfigMap of about 1 KiB, the payload of every create.
@@ -139,8 +142,18 @@ fn payload(name: &str) -> ConfigMap {
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let etcd = testkit::Etcd::start().await?;
-    let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await?;
-    println!("apiserver benchmark: etcd {} | apiserver {}", etcd.endpoints()[0], apiserver.grpc_endpoint());
+    let threads_flag = options.apiserver_threads.map(|n| format!("--worker-threads={n}"));
+    let extra: Vec<&str> = threads_flag.iter().map(String::as_str).collect();
+    let apiserver = testkit::ApiServer::start_with(&etcd.endpoints(), &extra).await?;
+    println!(
+        "apiserver benchmark: etcd {} | apiserver {} ({} worker threads)",
+        etcd.endpoints()[0],
+        apiserver.grpc_endpoint(),
+        match options.apiserver_threads {
+            Some(n) => n.to_string(),
+            None => "one per core".to_string(),
+        },
+    );
     println!("creates of ~1 KiB ConfigMaps, {} per run; each round runs raw etcd, then the apiserver", options.creates);
     println!();
     println!("{:<34} {:>10}  latency", "creates", "per second");

@@ -42,6 +42,10 @@ pub struct Options {
     /// each pod's steps with their timestamps).
     #[arg(long)]
     kubelet_log: Option<PathBuf>,
+    /// Where the benchmark makes its scratch directory, the kubelet's --root-dir among it
+    /// [default: the system's temp dir]. The filesystem matters: see the README.
+    #[arg(long)]
+    scratch_dir: Option<PathBuf>,
 }
 
 const NAMESPACE: &str = "default";
@@ -198,9 +202,14 @@ impl Drop for KubeletGuard {
     }
 }
 
-async fn start_cluster() -> anyhow::Result<Cluster> {
+async fn start_cluster(scratch_dir: Option<&Path>) -> anyhow::Result<Cluster> {
     let kubelet_binary = testkit::binary_path("kubelet").context("build it: cargo build --release -p kubelet")?;
-    let dir = tempfile::Builder::new().prefix("rudder-bench-pod-startup-").tempdir()?;
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("rudder-bench-pod-startup-");
+    let dir = match scratch_dir {
+        Some(parent) => scratch.tempdir_in(parent).with_context(|| format!("--scratch-dir {}", parent.display()))?,
+        None => scratch.tempdir()?,
+    };
     let root = dir.path().join("root");
     let images = dir.path().join("images");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/build-test-images.sh");
@@ -270,7 +279,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "the pod startup benchmark runs real containers: run it as root"
     );
     anyhow::ensure!(options.pods > 0 && options.concurrency > 0, "--pods and --concurrency must be at least 1");
-    let cluster = start_cluster().await?;
+    let cluster = start_cluster(options.scratch_dir.as_deref()).await?;
     // Ctrl-C ends the run through the same cleanup as a failure.
     let result = tokio::select! {
         result = measure(&cluster, &options) => result,
