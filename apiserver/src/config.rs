@@ -136,7 +136,8 @@ mod tests {
         std::fs::write(&path, "worker-threads: 1\n").unwrap();
         let flags = Flags::parse_from(["apiserver", "--config", path.to_str().unwrap()]);
         assert_eq!(Settings::load(flags).unwrap().worker_threads, Some(1));
-        let error = format!("{:#}", Settings::load(Flags::parse_from(["apiserver", "--worker-threads=0"])).unwrap_err());
+        let error =
+            format!("{:#}", Settings::load(Flags::parse_from(["apiserver", "--worker-threads=0"])).unwrap_err());
         assert!(error.contains("--worker-threads is 0"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -10,7 +10,7 @@ use client::{Api, Client};
 use proto::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use proto::quantity::Amount;
 
-use crate::runtime::launch::{Mount, MountKind};
+use crate::runtime::launch::{Mount, MountKind, TerminationMessage};
 use crate::runtime::privileges::Privileges;
 use crate::runtime::{ImageSpec, Limits};
 use crate::volumes::HostVolume;
@@ -363,7 +363,6 @@ fn lookup(layers: &[PathBuf], file: &str, name: &str) -> Option<(u32, u32)> {
     None
 }
 
-/// (uid, gid, supplementary groups): securityContext first, then the image's USER.
 /// The container's capabilities, no_new_privs, read-only root and seccomp filter,
 /// from its securityContext and the pod's.
 pub fn privileges(pod: &Pod, container: &Container) -> Result<Privileges, ConfigError> {
@@ -372,6 +371,16 @@ pub fn privileges(pod: &Pod, container: &Container) -> Result<Privileges, Config
     Privileges::for_container(container.security_context.as_ref(), pod_seccomp).map_err(config_error)
 }
 
+/// Where the container may leave its termination message (none without a path; the
+/// apiserver defaults it to /dev/termination-log) and whether its log stands in.
+pub fn termination_message(container: &Container) -> Option<TerminationMessage> {
+    (!container.termination_message_path.is_empty()).then(|| TerminationMessage {
+        path: PathBuf::from(&container.termination_message_path),
+        fallback_to_logs: container.termination_message_policy == "FallbackToLogsOnError",
+    })
+}
+
+/// (uid, gid, supplementary groups): securityContext first, then the image's USER.
 pub fn user(pod: &Pod, container: &Container, image: &ImageSpec) -> Result<(u32, u32, Vec<u32>), ConfigError> {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
     let sc = container.security_context.clone().unwrap_or_default();

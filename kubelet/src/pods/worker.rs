@@ -161,6 +161,11 @@ impl Worker {
             return Ok(Step::Continue);
         }
         let spec = self.spec();
+        if let Some(limit) = spec.active_deadline_seconds
+            && now_unix() - self.started_at() >= limit
+        {
+            return self.exceed_deadline(&spec).await;
+        }
         let sandbox = match self.ensure_sandbox(&spec).await {
             Ok(s) => s,
             Err(e) => {
@@ -266,6 +271,28 @@ impl Worker {
             self.release(&spec).await?;
             self.finished = true;
         }
+        Ok(Step::Continue)
+    }
+
+    /// When the pod started on this node (status.startTime, which outlives a kubelet
+    /// restart; this worker's own start until the first status is posted).
+    fn started_at(&self) -> i64 {
+        self.pod.status.as_ref().and_then(|s| s.start_time).unwrap_or(self.start_time).seconds
+    }
+
+    /// activeDeadlineSeconds has passed: stop every container within the grace period
+    /// and fail the pod, as Kubernetes does (reason DeadlineExceeded). It is not deleted.
+    async fn exceed_deadline(&mut self, spec: &proto::core::v1::PodSpec) -> anyhow::Result<Step> {
+        tracing::info!(pod = %self.name(), "the pod passed its activeDeadlineSeconds; stopping it");
+        self.stop_all(spec, self.grace(spec)).await;
+        let infos = self.ctx.runtime.containers(&self.uid).await;
+        self.message =
+            Some(("DeadlineExceeded".into(), "Pod was active on the node longer than the specified deadline".into()));
+        let initialized =
+            spec.init_containers.is_empty() || spec.containers.iter().any(|c| infos.iter().any(|i| i.name == c.name));
+        self.post_status(spec, &infos, "Failed", initialized).await;
+        self.release(spec).await?;
+        self.finished = true;
         Ok(Step::Continue)
     }
 
@@ -544,6 +571,7 @@ impl Worker {
             limits: spec::limits(container),
             log_path,
             privileges: spec::privileges(&self.pod, container)?,
+            termination_message: spec::termination_message(container),
         })
     }
 
@@ -735,22 +763,7 @@ impl Worker {
     async fn stop_and_remove(&mut self, delete: bool) -> anyhow::Result<Step> {
         let meta = self.pod.metadata.clone().unwrap_or_default();
         let spec = self.spec();
-        let grace = meta.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
-        let grace = Duration::from_secs(grace as u64);
-        let infos = self.ctx.runtime.containers(&self.uid).await;
-        let running: Vec<(Container, String)> = infos
-            .iter()
-            .filter(|i| matches!(i.state, ContainerState::Running { .. }))
-            .filter_map(|i| {
-                let c = spec.containers.iter().chain(spec.init_containers.iter()).find(|c| c.name == i.name)?;
-                Some((c.clone(), i.id.clone()))
-            })
-            .collect();
-        if !running.is_empty() {
-            tracing::info!(pod = %self.name(), ?grace, "stopping the pod");
-        }
-        futures::future::join_all(running.iter().map(|(c, id)| self.stop_container(c, id, grace))).await;
-        self.prober.stop_all();
+        self.stop_all(&spec, self.grace(&spec)).await;
         self.release(&spec).await?;
         // A finished pod keeps its logs (`logs` of a completed Job's pod) until it goes.
         if let Err(e) = crate::runtime::logs::remove_pod(&self.ctx.settings.log_dir, &self.uid) {
@@ -771,6 +784,29 @@ impl Worker {
             tracing::info!(pod = %self.name(), "pod stopped and removed");
         }
         Ok(Step::Done)
+    }
+
+    /// The pod's grace period: the deletion's, else the spec's, else 30 s.
+    fn grace(&self, spec: &proto::core::v1::PodSpec) -> Duration {
+        let deletion = self.pod.metadata.as_ref().and_then(|m| m.deletion_grace_period_seconds);
+        Duration::from_secs(deletion.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0) as u64)
+    }
+
+    /// Stops every running container at once, each within `grace` (probes stop in `release`).
+    async fn stop_all(&self, spec: &proto::core::v1::PodSpec, grace: Duration) {
+        let infos = self.ctx.runtime.containers(&self.uid).await;
+        let running: Vec<(&Container, String)> = infos
+            .iter()
+            .filter(|i| matches!(i.state, ContainerState::Running { .. }))
+            .filter_map(|i| {
+                let c = spec.containers.iter().chain(spec.init_containers.iter()).find(|c| c.name == i.name)?;
+                Some((c, i.id.clone()))
+            })
+            .collect();
+        if !running.is_empty() {
+            tracing::info!(pod = %self.name(), ?grace, "stopping the pod");
+        }
+        futures::future::join_all(running.iter().map(|(c, id)| self.stop_container(c, id, grace))).await;
     }
 
     async fn release(&mut self, spec: &proto::core::v1::PodSpec) -> anyhow::Result<()> {

@@ -8,8 +8,11 @@
 //!   "ok" on stdout and sleeps, holding them for the pod's containers.
 //! - `__container DIR`: reads DIR/launch.json, joins the sandbox's namespaces, forks the
 //!   container's first process into new PID and mount namespaces on an overlay root, and
-//!   stays as its monitor, recording `started.json` and then `exited.json`; what it
-//!   has to complain of goes to DIR/monitor.log, made only then.
+//!   stays as its monitor, recording `started.json` and then `exited.json` (with the
+//!   termination message: the container's file, which the child opens inside the
+//!   container and hands over before exec, is read after the exit, when the
+//!   container's mounts are gone); what it has to complain of goes to DIR/monitor.log,
+//!   made only then.
 //! - `__exec DIR [--tty] -- CMD...`: runs a command inside a running container (probes,
 //!   preStop, `exec`), in its namespaces and cgroup with its user, env and cwd; with
 //!   `--tty` its stdin is a terminal that becomes the command's controlling terminal.
@@ -25,7 +28,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, fork};
 
-use crate::runtime::launch::{Exited, Launch, Mount, MountKind, Started, read_json, write_json};
+use crate::runtime::launch::{Exited, Launch, Mount, MountKind, Started, TerminationMessage, read_json, write_json};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 
 pub const PAUSE: &str = "__pause";
@@ -153,7 +156,8 @@ fn container(args: &[String]) -> i32 {
         }
     };
     let record_failure = |message: String| {
-        let exited = Exited { exit_code: 128, signal: 0, finished_at: now(), start_error: Some(message) };
+        let exited =
+            Exited { exit_code: 128, signal: 0, finished_at: now(), start_error: Some(message), message: None };
         let _ = write_json(&launch.exit_file, &exited);
         1
     };
@@ -170,6 +174,24 @@ fn container(args: &[String]) -> i32 {
     let (err_read, err_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return record_failure(format!("pipe: {e}")),
+    };
+    // The container's termination message file, opened by the child inside the
+    // container and handed over before exec: the monitor reads it after the exit,
+    // when the container's mounts are gone.
+    let message_socket = match &launch.termination_message {
+        None => None,
+        Some(_) => {
+            let pair = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::SeqPacket,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            );
+            match pair {
+                Ok(pair) => Some(pair),
+                Err(e) => return record_failure(format!("socketpair: {e}")),
+            }
+        }
     };
     // The container's stdout and stderr: pipes the monitor copies into the log.
     let output = match &launch.log {
@@ -194,6 +216,10 @@ fn container(args: &[String]) -> i32 {
         Ok(ForkResult::Child) => {
             drop(go_write);
             drop(err_read);
+            let message_socket = message_socket.map(|(monitor_end, child_end)| {
+                drop(monitor_end);
+                child_end
+            });
             let mut errors = File::from(err_write);
             if let Some((_, (out_read, out_write), (err_out_read, err_out_write))) = output {
                 drop(out_read);
@@ -212,7 +238,7 @@ fn container(args: &[String]) -> i32 {
             if go.read(&mut byte).map(|n| n == 0).unwrap_or(true) {
                 fail(&mut errors, "the monitor went away before the container started".into());
             }
-            match start_in_child(&launch) {
+            match start_in_child(&launch, message_socket.as_ref()) {
                 Ok(never) => match never {},
                 Err(message) => fail(&mut errors, message),
             }
@@ -220,12 +246,16 @@ fn container(args: &[String]) -> i32 {
         Ok(ForkResult::Parent { child }) => {
             drop(go_read);
             drop(err_write);
+            let message_socket = message_socket.map(|(monitor_end, child_end)| {
+                drop(child_end);
+                monitor_end
+            });
             let copier = output.map(|(writer, (out_read, out_write), (err_read, err_write))| {
                 drop(out_write);
                 drop(err_write);
                 LogCopier::start(writer, out_read, err_read)
             });
-            monitor(&launch, child, go_write, err_read, copier, notifier)
+            monitor(&launch, child, go_write, err_read, copier, notifier, message_socket)
         }
     }
 }
@@ -352,6 +382,7 @@ fn monitor(
     errors: OwnedFd,
     copier: Option<LogCopier>,
     notifier: Option<File>,
+    message_socket: Option<OwnedFd>,
 ) -> i32 {
     let mut setup_error = None;
     for procs in &launch.cgroup_procs {
@@ -374,6 +405,8 @@ fn monitor(
     // The error pipe closes on a successful exec (CLOEXEC) or carries why it failed.
     let mut message = String::new();
     let _ = File::from(errors).read_to_string(&mut message);
+    // Sent before the exec that closed the error pipe, or never (then the socket is at its end).
+    let message_file = message_socket.and_then(|socket| receive_file(&socket));
     // The log is complete before the exit is recorded: whoever sees the exit (a
     // `logs -f`) has every line on disk.
     let status = wait_copying(child, copier);
@@ -383,17 +416,84 @@ fn monitor(
         _ => (255, 0),
     };
     let start_error = setup_error.or((!message.is_empty()).then_some(message));
-    let exited = Exited {
-        exit_code: if start_error.is_some() { 128 } else { exit_code },
-        signal,
-        finished_at: now(),
-        start_error,
-    };
+    let exit_code = if start_error.is_some() { 128 } else { exit_code };
+    let message =
+        launch.termination_message.as_ref().and_then(|m| termination_message(launch, m, message_file, exit_code));
+    let exited = Exited { exit_code, signal, finished_at: now(), start_error, message };
     if let Err(e) = write_json(&launch.exit_file, &exited) {
         complain(&format!("{CONTAINER}: writing {}: {e}", launch.exit_file.display()));
         return 1;
     }
     0
+}
+
+/// Kubernetes' limits: the file's first 4096 bytes; of the log, 80 lines or 2048 bytes.
+const MESSAGE_FILE_BYTES: u64 = 4096;
+const MESSAGE_LOG_LINES: usize = 80;
+const MESSAGE_LOG_BYTES: usize = 2048;
+
+/// Makes the termination message file inside the container (writable by any user, as
+/// Kubernetes makes it) and hands it to the monitor. Best effort: a path that cannot
+/// be made (a read-only directory) leaves the container without a message, not failed.
+fn share_termination_file(path: &Path, socket: &OwnedFd) {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).create(true).mode(0o666).open(path) else {
+        return;
+    };
+    // The mode given to open is reduced by the umask.
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(0o666));
+    let fds = [file.as_raw_fd()];
+    let _ = nix::sys::socket::sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(b"m")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    );
+}
+
+fn receive_file(socket: &OwnedFd) -> Option<File> {
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let received = nix::sys::socket::recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    let fd = received.cmsgs().ok()?.find_map(|c| match c {
+        nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+        _ => None,
+    })?;
+    // SAFETY: the kernel just installed this descriptor in this process for us alone.
+    Some(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// What the container left in its termination message file, else (if asked and it
+/// failed) the tail of its log; None when there is nothing.
+fn termination_message(
+    launch: &Launch,
+    policy: &TerminationMessage,
+    file: Option<File>,
+    exit_code: i32,
+) -> Option<String> {
+    let mut text = Vec::new();
+    if let Some(file) = file {
+        let _ = file.take(MESSAGE_FILE_BYTES).read_to_end(&mut text);
+    }
+    if text.is_empty()
+        && policy.fallback_to_logs
+        && exit_code != 0
+        && let Some(log) = &launch.log
+    {
+        text = crate::runtime::logs::tail(&log.path, MESSAGE_LOG_LINES, MESSAGE_LOG_BYTES).unwrap_or_default();
+    }
+    (!text.is_empty()).then(|| String::from_utf8_lossy(&text).into_owned())
 }
 
 fn join_namespaces(pid: i32, names: &[String]) -> Result<(), String> {
@@ -438,7 +538,7 @@ fn under_root(root: &Path, target: &Path) -> Result<PathBuf, String> {
     Ok(root.join(target.strip_prefix("/").unwrap_or(target)))
 }
 
-fn start_in_child(launch: &Launch) -> Result<std::convert::Infallible, String> {
+fn start_in_child(launch: &Launch, message_socket: Option<&OwnedFd>) -> Result<std::convert::Infallible, String> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(mnt): {e}"))?;
     // Nothing mounted from here on may leak back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
@@ -509,6 +609,10 @@ fn start_in_child(launch: &Launch) -> Result<std::convert::Infallible, String> {
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root {}: {e}", root.display()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // After the volumes are mounted (the path may be in one), before the root is sealed.
+    if let (Some(message), Some(socket)) = (&launch.termination_message, message_socket) {
+        share_termination_file(&message.path, socket);
+    }
 
     let program = resolve_program(&launch.argv, &launch.env)?;
     let cwd = if launch.cwd.is_empty() { "/" } else { launch.cwd.as_str() };

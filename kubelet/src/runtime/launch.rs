@@ -60,6 +60,21 @@ pub struct Launch {
     /// (launches of older kubelets): in meta.json beside this file.
     #[serde(default)]
     pub meta: Option<Meta>,
+    /// Where the container may leave a message on exit (terminationMessagePath); absent:
+    /// none is read (launches of older kubelets, or no path).
+    #[serde(default)]
+    pub termination_message: Option<TerminationMessage>,
+}
+
+/// The container's termination message: a file it writes, read back by the monitor
+/// once it exits, the tail of its log in its place if asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TerminationMessage {
+    /// Inside the container.
+    pub path: PathBuf,
+    /// terminationMessagePolicy FallbackToLogsOnError: an empty file and a failed
+    /// container give the log's tail.
+    pub fallback_to_logs: bool,
 }
 
 /// The kubelet's own record of a container: its identity, image and cgroup.
@@ -96,6 +111,9 @@ pub struct Exited {
     pub finished_at: i64,
     /// Why it could not start (exec failed, a mount failed), if it never ran.
     pub start_error: Option<String>,
+    /// The container's termination message, if it left one.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// Writes JSON to `path` atomically (temporary file, then rename).

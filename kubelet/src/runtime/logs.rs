@@ -498,6 +498,33 @@ fn remove_file_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The end of the log whose current file is `path`: at most `max_lines` lines and
+/// `max_bytes` bytes of the containers' output (a terminationMessagePolicy of
+/// FallbackToLogsOnError). Reads only the last few KiB of the current file.
+pub fn tail(path: &Path, max_lines: usize, max_bytes: usize) -> std::io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    // Room for each line's CRI prefix (timestamp, stream, tag: ~40 bytes) as well.
+    let window = (max_bytes + max_lines * 48) as u64;
+    let start = len.saturating_sub(window);
+    file.seek(std::io::SeekFrom::Start(start))?;
+    let mut raw = Vec::new();
+    file.read_to_end(&mut raw)?;
+    // A window that starts mid-file starts mid-record: drop up to the first newline.
+    let raw = if start > 0 { raw.splitn(2, |b| *b == b'\n').nth(1).unwrap_or_default() } else { &raw[..] };
+    let mut text = Vec::new();
+    for record in raw.split(|b| *b == b'\n').filter_map(Record::parse) {
+        text.extend_from_slice(&record.render(false));
+    }
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(text.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1))
+        .filter(|i| *i < text.len())
+        .collect();
+    let from_lines = line_starts.len().checked_sub(max_lines).map_or(0, |i| line_starts[i]);
+    let from_bytes = text.len().saturating_sub(max_bytes);
+    Ok(text.split_off(from_lines.max(from_bytes)))
+}
+
 /// Reads a whole log into memory (tests and small tools).
 pub fn read_all(path: &Path, timestamps: bool) -> std::io::Result<Vec<u8>> {
     let mut text = Vec::new();
@@ -559,6 +586,24 @@ mod tests {
         assert_eq!(rest, "line 39\n");
         let future = chrono::Utc::now().timestamp_nanos_opt().unwrap() + 60_000_000_000;
         assert_eq!(collect(&path, ReadOptions { since_nanos: Some(future), ..Default::default() }), "");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_within_the_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut writer = LogWriter::open(&path, Rotation { max_size: 1 << 20, max_files: 2 }).unwrap();
+        for i in 0..500 {
+            writer.write(Stream::Stderr, false, format!("line {i}").as_bytes()).unwrap();
+        }
+        let text = |lines, bytes| String::from_utf8(tail(&path, lines, bytes).unwrap()).unwrap();
+        assert_eq!(text(2, 2048), "line 498\nline 499\n");
+        let eighty = text(80, 2048);
+        assert_eq!(eighty.lines().count(), 80, "{eighty}");
+        assert!(eighty.starts_with("line 420\n"), "{eighty}");
+        assert_eq!(text(80, 12), "98\nline 499\n", "the byte limit wins when it is smaller");
+        writer.write(Stream::Stdout, true, b"no newline").unwrap();
+        assert!(text(2, 2048).ends_with("line 499\nno newline"));
     }
 
     #[test]

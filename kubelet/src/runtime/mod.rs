@@ -74,6 +74,7 @@ pub struct ContainerConfig {
     /// stdout and stderr go here.
     pub log_path: PathBuf,
     pub privileges: privileges::Privileges,
+    pub termination_message: Option<launch::TerminationMessage>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

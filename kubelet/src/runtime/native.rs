@@ -212,14 +212,15 @@ impl NativeRuntime {
     }
 
     fn exited_state(&self, meta: &Meta, exited: Exited, started: Option<Started>) -> ContainerState {
+        let left = exited.message.unwrap_or_default();
         let (reason, message) = if let Some(why) = exited.start_error {
             ("StartError".to_string(), why)
         } else if self.cgroups.oom_kills(&meta.cgroup) > 0 {
-            ("OOMKilled".to_string(), String::new())
+            ("OOMKilled".to_string(), left)
         } else if exited.exit_code == 0 {
-            ("Completed".to_string(), String::new())
+            ("Completed".to_string(), left)
         } else {
-            ("Error".to_string(), String::new())
+            ("Error".to_string(), left)
         };
         ContainerState::Exited {
             exit_code: exited.exit_code,
@@ -387,6 +388,7 @@ impl Runtime for NativeRuntime {
                 image_id: config.image.id.clone(),
                 cgroup,
             }),
+            termination_message: config.termination_message.clone(),
         };
         write_json(&dir.join("launch.json"), &launch).map_err(io_err("writing launch.json"))?;
         // The container's output goes to its log through the monitor; the monitor's own

@@ -291,6 +291,14 @@ fn validate_container(
             errors.push(FieldError::not_supported(format!("{path}.ports[{i}].protocol"), &port.protocol, &protocols));
         }
     }
+    let policies = ["File", "FallbackToLogsOnError"];
+    if !policies.contains(&container.termination_message_policy.as_str()) {
+        errors.push(FieldError::not_supported(
+            format!("{path}.terminationMessagePolicy"),
+            &container.termination_message_policy,
+            &policies,
+        ));
+    }
     for (i, env) in container.env.iter().enumerate() {
         for problem in validation::is_env_var_name(&env.name) {
             errors.push(FieldError::invalid(format!("{path}.env[{i}].name"), &env.name, &problem));
@@ -498,6 +506,33 @@ mod tests {
                 .any(|e| e.starts_with("spec.priorityClassName: Not found: no PriorityClass with name \"high\"")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn the_termination_message_policy_defaults_to_file_and_must_be_known() {
+        let container = |policy: &str| proto::core::v1::Container {
+            name: "c".into(),
+            image: "busybox".into(),
+            termination_message_policy: policy.into(),
+            ..Default::default()
+        };
+        let mut pod =
+            Pod { spec: Some(PodSpec { containers: vec![container("")], ..Default::default() }), ..Default::default() };
+        PodStrategy.default(&mut pod);
+        let defaulted = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(defaulted.termination_message_policy, "File");
+        assert_eq!(defaulted.termination_message_path, "/dev/termination-log");
+        let spec = PodSpec { containers: vec![container("FallbackToLogs")], ..Default::default() };
+        let errors: Vec<String> = validate_pod_spec(&spec, "spec").iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e
+                    .starts_with("spec.containers[0].terminationMessagePolicy: Unsupported value: \"FallbackToLogs\"")),
+            "{errors:?}"
+        );
+        let spec = PodSpec { containers: vec![container("FallbackToLogsOnError")], ..Default::default() };
+        assert!(!validate_pod_spec(&spec, "spec").iter().any(|e| e.path.contains("terminationMessagePolicy")));
     }
 
     #[test]
