@@ -465,3 +465,77 @@ async fn security_contexts_bound_capabilities_privilege_escalation_and_the_root_
         node.wait_gone(name).await;
     }
 }
+
+#[tokio::test]
+async fn host_pid_and_host_ipc_pods_share_the_hosts_namespaces_and_leave_nothing_running() {
+    if !root() {
+        return;
+    }
+    let node = Node::start(6).await;
+    // The host's PID namespace: the background sleep outlives the shell, and the
+    // kubelet (not a namespace's end) must kill it once the shell exits.
+    node.create_pod(json!({
+        "metadata": {"name": "host-ns"},
+        "spec": {
+            "hostPID": true,
+            "hostIPC": true,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "main", "image": "rudder/busybox:test", "command": ["sleep", "3600"]},
+                {"name": "forker", "image": "rudder/busybox:test", "command": ["sh", "-c", "sleep 3601 & sleep 2"]}
+            ]
+        }
+    }))
+    .await;
+    node.create_pod(json!({
+        "metadata": {"name": "own-ns"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "rudder/busybox:test", "command": ["sleep", "3600"]}]
+        }
+    }))
+    .await;
+    let host = node
+        .wait_pod("host-ns", "main running", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.container_statuses
+                    .iter()
+                    .any(|c| c.name == "main" && c.state.as_ref().is_some_and(|st| st.running.is_some()))
+            })
+        })
+        .await;
+    let own = node.wait_pod("own-ns", "running and ready", running_and_ready).await;
+    let namespace = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap().display().to_string();
+    for (kind, shared) in [("pid", true), ("ipc", true), ("net", false), ("uts", false)] {
+        let (code, text) = node.exec(&host, "main", &["readlink", &format!("/proc/self/ns/{kind}")]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(text.trim() == namespace(kind), shared, "hostPID/hostIPC pod, {kind}: {text}");
+        let (_, text) = node.exec(&own, "main", &["readlink", &format!("/proc/self/ns/{kind}")]);
+        assert_ne!(text.trim(), namespace(kind), "an ordinary pod has its own {kind} namespace");
+    }
+    let (_, processes) = node.exec(&host, "main", &["ps", "-o", "pid,comm"]);
+    assert!(processes.lines().count() > 10, "the host's processes are visible: {processes}");
+
+    // Once the forker's shell has exited, its background sleep is killed with it.
+    node.wait_pod("host-ns", "forker restarted", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.container_statuses.iter().any(|c| c.name == "forker" && c.restart_count >= 1))
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stray = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == b"sleep\x003601\x00")
+        })
+    };
+    // A new attempt may have started its own sleep 3601: wait for a moment with none.
+    while stray() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!stray(), "the forker's background sleep survived its container");
+    for name in ["host-ns", "own-ns"] {
+        node.pods().delete(name, Default::default()).await.unwrap();
+        node.wait_gone(name).await;
+    }
+}

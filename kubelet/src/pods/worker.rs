@@ -358,6 +358,7 @@ impl Worker {
             pod_uid: self.uid.clone(),
             hostname,
             host_network: spec.host_network,
+            host_ipc: spec.host_ipc,
             limits: spec::pod_limits(&self.pod, self.ctx.settings.pod_max_pids),
         };
         let sandbox = self.ctx.runtime.run_sandbox(&config).await?;
@@ -572,6 +573,7 @@ impl Worker {
             log_path,
             privileges: spec::privileges(&self.pod, container)?,
             termination_message: spec::termination_message(container),
+            host_pid: self.pod.spec.as_ref().is_some_and(|s| s.host_pid),
         })
     }
 

@@ -164,7 +164,9 @@ fn container(args: &[String]) -> i32 {
     if let Err(e) = join_namespaces(launch.sandbox_pid, &launch.join) {
         return record_failure(e);
     }
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+    if !launch.host_pid
+        && let Err(e) = unshare(CloneFlags::CLONE_NEWPID)
+    {
         return record_failure(format!("unshare(pid): {e}"));
     }
     let (go_read, go_write) = match nix::unistd::pipe() {
@@ -333,15 +335,25 @@ impl LogCopier {
 
 /// Waits for the container's first process while copying its output. Once that
 /// process is gone the kernel kills the rest of its PID namespace, so the pipes close
-/// at once; the bound only guards against a writer that escaped it.
-fn wait_copying(child: nix::unistd::Pid, mut copier: Option<LogCopier>) -> nix::Result<WaitStatus> {
+/// at once; the bound only guards against a writer that escaped it. A container in
+/// the host's PID namespace has no such end: what is left in its cgroup (`leftovers`,
+/// a cgroup.procs file) is killed here, as containerd's shim does.
+fn wait_copying(
+    child: nix::unistd::Pid,
+    mut copier: Option<LogCopier>,
+    leftovers: Option<&Path>,
+) -> nix::Result<WaitStatus> {
     let Some(copier) = copier.as_mut() else {
-        return loop {
+        let status = loop {
             match waitpid(child, None) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 other => break other,
             }
         };
+        if let Some(procs) = leftovers {
+            kill_leftovers(procs);
+        }
+        return status;
     };
     let mut exited = None;
     let mut deadline = None;
@@ -350,6 +362,9 @@ fn wait_copying(child: nix::unistd::Pid, mut copier: Option<LogCopier>) -> nix::
             match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
                 other => {
+                    if let Some(procs) = leftovers {
+                        kill_leftovers(procs);
+                    }
                     exited = Some(other);
                     deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(5));
                 }
@@ -409,7 +424,8 @@ fn monitor(
     let message_file = message_socket.and_then(|socket| receive_file(&socket));
     // The log is complete before the exit is recorded: whoever sees the exit (a
     // `logs -f`) has every line on disk.
-    let status = wait_copying(child, copier);
+    let leftovers = launch.host_pid.then(|| launch.cgroup_procs.first()).flatten();
+    let status = wait_copying(child, copier, leftovers.map(PathBuf::as_path));
     let (exit_code, signal) = match status {
         Ok(WaitStatus::Exited(_, code)) => (code, 0),
         Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, sig as i32),
@@ -425,6 +441,23 @@ fn monitor(
         return 1;
     }
     0
+}
+
+/// SIGKILLs every process listed in `procs` until none is left (a few rounds: one
+/// may fork while the list is read).
+fn kill_leftovers(procs: &Path) {
+    for _ in 0..10 {
+        let pids: Vec<i32> = std::fs::read_to_string(procs)
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Kubernetes' limits: the file's first 4096 bytes; of the log, 80 lines or 2048 bytes.

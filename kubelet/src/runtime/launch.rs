@@ -64,6 +64,10 @@ pub struct Launch {
     /// none is read (launches of older kubelets, or no path).
     #[serde(default)]
     pub termination_message: Option<TerminationMessage>,
+    /// hostPID: no PID namespace of its own, and so, when its first process exits, the
+    /// monitor kills what it left (no namespace's end does it).
+    #[serde(default)]
+    pub host_pid: bool,
 }
 
 /// The container's termination message: a file it writes, read back by the monitor

@@ -45,6 +45,8 @@ pub struct SandboxConfig {
     pub pod_uid: String,
     pub hostname: String,
     pub host_network: bool,
+    /// hostIPC: the pod's containers share the host's IPC namespace.
+    pub host_ipc: bool,
     pub limits: Limits,
 }
 
@@ -55,6 +57,24 @@ pub struct Sandbox {
     /// The process holding the namespaces.
     pub pid: i32,
     pub host_network: bool,
+    /// Absent in the records of older kubelets, which refused hostIPC.
+    #[serde(default)]
+    pub host_ipc: bool,
+}
+
+impl Sandbox {
+    /// The namespaces the sandbox holds for the pod's containers to join: network and
+    /// hostname unless the pod uses the host's network, IPC unless the host's IPC.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if !self.host_network {
+            names.extend(["net".to_string(), "uts".to_string()]);
+        }
+        if !self.host_ipc {
+            names.push("ipc".to_string());
+        }
+        names
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +95,8 @@ pub struct ContainerConfig {
     pub log_path: PathBuf,
     pub privileges: privileges::Privileges,
     pub termination_message: Option<launch::TerminationMessage>,
+    /// hostPID: the container runs in the host's PID namespace.
+    pub host_pid: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -276,9 +276,11 @@ impl Runtime for NativeRuntime {
         let dir = self.pod_dir(uid);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         self.cgroups.create(&self.pod_cgroup(uid), &config.limits)?;
-        let namespaces = if config.host_network { "ipc" } else { "net,ipc,uts" };
+        let sandbox =
+            Sandbox { pod_uid: uid.clone(), pid: 0, host_network: config.host_network, host_ipc: config.host_ipc };
+        let namespaces = sandbox.namespaces().join(",");
         let mut child = tokio::process::Command::new(&self.program)
-            .args([helper::PAUSE, namespaces, &config.hostname, uid])
+            .args([helper::PAUSE, namespaces.as_str(), &config.hostname, uid])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -293,7 +295,7 @@ impl Runtime for NativeRuntime {
             let _ = child.kill().await;
             return Err(fail("the pause process did not set up the namespaces (see the kubelet's log)".into()));
         }
-        let sandbox = Sandbox { pod_uid: uid.clone(), pid, host_network: config.host_network };
+        let sandbox = Sandbox { pid, ..sandbox };
         let procs = self.cgroups.procs_files(&self.pod_cgroup(uid));
         for file in procs {
             std::fs::write(&file, pid.to_string()).map_err(io_err(format!("writing {}", file.display())))?;
@@ -359,11 +361,9 @@ impl Runtime for NativeRuntime {
         }
         let cgroup = format!("{}/{}_{}", self.pod_cgroup(uid), config.name, config.attempt);
         self.cgroups.create(&cgroup, &config.limits)?;
-        let join =
-            if sandbox.host_network { vec!["ipc".to_string()] } else { vec!["net".into(), "ipc".into(), "uts".into()] };
         let launch = Launch {
             sandbox_pid: sandbox.pid,
-            join,
+            join: sandbox.namespaces(),
             layers: self.with_init_layer(&config.image.layers),
             upper_dir: dir.join("upper"),
             work_dir: dir.join("work"),
@@ -389,6 +389,7 @@ impl Runtime for NativeRuntime {
                 cgroup,
             }),
             termination_message: config.termination_message.clone(),
+            host_pid: config.host_pid,
         };
         write_json(&dir.join("launch.json"), &launch).map_err(io_err("writing launch.json"))?;
         // The container's output goes to its log through the monitor; the monitor's own

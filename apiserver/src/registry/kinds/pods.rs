@@ -203,12 +203,6 @@ fn unsupported_by_kubelet(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     let no = |field: &str, what: &str| {
         FieldError::forbidden(format!("{path}.{field}"), &format!("{what} is not supported by this cluster's kubelet"))
     };
-    if spec.host_pid {
-        errors.push(no("hostPID", "sharing the host's PID namespace"));
-    }
-    if spec.host_ipc {
-        errors.push(no("hostIPC", "sharing the host's IPC namespace"));
-    }
     if spec.share_process_namespace == Some(true) {
         errors.push(no("shareProcessNamespace", "one PID namespace for all of a pod's containers"));
     }
@@ -538,8 +532,9 @@ mod tests {
     #[test]
     fn what_the_kubelet_cannot_give_is_refused_by_field() {
         let spec = PodSpec {
+            share_process_namespace: Some(true),
             host_pid: true,
-            host_ipc: false,
+            host_ipc: true,
             runtime_class_name: Some(String::new()),
             os: Some(proto::core::v1::PodOs { name: "windows".into() }),
             ..Default::default()
@@ -548,7 +543,7 @@ mod tests {
             unsupported_by_kubelet(&spec, "spec.template.spec").iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(
-            errors[0].starts_with("spec.template.spec.hostPID: Forbidden: sharing the host's PID namespace"),
+            errors[0].starts_with("spec.template.spec.shareProcessNamespace: Forbidden: one PID namespace"),
             "{errors:?}"
         );
         assert!(errors[1].starts_with("spec.template.spec.os.name: Unsupported value: \"windows\""), "{errors:?}");
