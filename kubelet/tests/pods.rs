@@ -539,3 +539,52 @@ async fn host_pid_and_host_ipc_pods_share_the_hosts_namespaces_and_leave_nothing
         node.wait_gone(name).await;
     }
 }
+
+#[tokio::test]
+async fn share_process_namespace_gives_the_pods_containers_one_pid_namespace_whose_init_reaps_orphans() {
+    if !root() {
+        return;
+    }
+    let node = Node::start(7).await;
+    node.create_pod(json!({
+        "metadata": {"name": "shared"},
+        "spec": {
+            "shareProcessNamespace": true,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "a", "image": "rudder/busybox:test", "command": ["sleep", "3600"]},
+                {"name": "b", "image": "rudder/busybox:test", "command": ["sleep", "3601"]},
+                // The subshell exits at once: its sleep is orphaned to the namespace's init.
+                {"name": "orphans", "image": "rudder/busybox:test", "command": ["sh", "-c", "(sleep 1 &); sleep 3602"]}
+            ]
+        }
+    }))
+    .await;
+    let pod = node.wait_pod("shared", "running and ready", running_and_ready).await;
+    let uid = pod.metadata.as_ref().unwrap().uid.clone();
+    let (_, a_ns) = node.exec(&pod, "a", &["readlink", "/proc/self/ns/pid"]);
+    let (_, b_ns) = node.exec(&pod, "b", &["readlink", "/proc/self/ns/pid"]);
+    assert_eq!(a_ns, b_ns, "one PID namespace for the pod");
+    let host_ns = std::fs::read_link("/proc/self/ns/pid").unwrap().display().to_string();
+    assert_ne!(a_ns.trim(), host_ns, "not the host's");
+    let (_, init) = node.exec(&pod, "a", &["cat", "/proc/1/cmdline"]);
+    assert!(init.contains("__pause"), "PID 1 is the sandbox's init: {init:?}");
+    let (_, processes) = node.exec(&pod, "a", &["ps", "-o", "args"]);
+    for other in ["sleep 3601", "sleep 3602"] {
+        assert!(processes.contains(other), "container a sees {other}: {processes}");
+    }
+    // The orphaned `sleep 1` ended long ago: no zombie is left behind.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, stats) = node.exec(&pod, "a", &["sh", "-c", "cat /proc/[0-9]*/stat"]);
+    let zombies: Vec<&str> =
+        stats.lines().filter(|l| l.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'))).collect();
+    assert!(zombies.is_empty(), "zombies in the pod: {zombies:?}");
+
+    node.pods().delete("shared", Default::default()).await.unwrap();
+    node.wait_gone("shared").await;
+    let left = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(uid.as_str()))
+    });
+    assert!(!left, "the pod's pause processes are gone with it");
+}

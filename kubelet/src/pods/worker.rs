@@ -359,6 +359,7 @@ impl Worker {
             hostname,
             host_network: spec.host_network,
             host_ipc: spec.host_ipc,
+            share_pid: spec.share_process_namespace == Some(true),
             limits: spec::pod_limits(&self.pod, self.ctx.settings.pod_max_pids),
         };
         let sandbox = self.ctx.runtime.run_sandbox(&config).await?;

@@ -4,8 +4,9 @@
 //! are single-threaded from their first instruction, so forking and setting up
 //! namespaces in them is safe.
 //!
-//! - `__pause NAMESPACES HOSTNAME`: unshares the pod's namespaces (net,ipc,uts), says
-//!   "ok" on stdout and sleeps, holding them for the pod's containers.
+//! - `__pause NAMESPACES HOSTNAME`: unshares the pod's namespaces (net,ipc,uts, and pid
+//!   for shareProcessNamespace, whose init it forks), says "ok" on stdout and sleeps,
+//!   holding them for the pod's containers.
 //! - `__container DIR`: reads DIR/launch.json, joins the sandbox's namespaces, forks the
 //!   container's first process into new PID and mount namespaces on an overlay root, and
 //!   stays as its monitor, recording `started.json` and then `exited.json` (with the
@@ -32,6 +33,9 @@ use crate::runtime::launch::{Exited, Launch, Mount, MountKind, Started, Terminat
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 
 pub const PAUSE: &str = "__pause";
+/// What the pause process says once its namespaces are made, followed by the pid of
+/// the PID namespace's init when it made one.
+pub const PAUSE_READY: &str = "ok";
 pub const CONTAINER: &str = "__container";
 pub const EXEC: &str = "__exec";
 
@@ -74,7 +78,7 @@ fn namespace_flag(name: &str) -> Option<CloneFlags> {
         "net" => CloneFlags::CLONE_NEWNET,
         "ipc" => CloneFlags::CLONE_NEWIPC,
         "uts" => CloneFlags::CLONE_NEWUTS,
-        "pid" => CloneFlags::CLONE_NEWPID,
+        "pid" | "pid_for_children" => CloneFlags::CLONE_NEWPID,
         "mnt" => CloneFlags::CLONE_NEWNS,
         _ => return None,
     })
@@ -105,8 +109,47 @@ fn pause(args: &[String]) -> i32 {
         eprintln!("{PAUSE}: sethostname {hostname}: {e}");
         return 1;
     }
+    // unshare(CLONE_NEWPID) moves only this process's children into the new PID
+    // namespace: its first child is the namespace's init and holds it.
+    let init = if flags.contains(CloneFlags::CLONE_NEWPID) {
+        // SAFETY: this helper is single-threaded from its first instruction.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => hold_pid_namespace(),
+            Ok(ForkResult::Parent { child }) => Some(child),
+            Err(e) => {
+                eprintln!("{PAUSE}: fork of the PID namespace's init: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    let said = match init {
+        Some(init) => format!("{PAUSE_READY} {init}\n"),
+        None => format!("{PAUSE_READY}\n"),
+    };
     let mut stdout = std::io::stdout();
-    let _ = stdout.write_all(b"ok\n").and_then(|()| stdout.flush());
+    let _ = stdout.write_all(said.as_bytes()).and_then(|()| stdout.flush());
+    match init {
+        // The sandbox ends with its PID namespace, so that a dead one is seen and made again.
+        Some(init) => loop {
+            match waitpid(init, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => return 1,
+            }
+        },
+        None => loop {
+            nix::unistd::pause();
+        },
+    }
+}
+
+/// PID 1 of a pod's shared PID namespace: the processes orphaned in any of its
+/// containers become its children, and with SIGCHLD ignored the kernel reaps them.
+fn hold_pid_namespace() -> ! {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
+    let _ =
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGCHLD, nix::sys::signal::SigHandler::SigIgn) };
     loop {
         nix::unistd::pause();
     }
@@ -164,9 +207,9 @@ fn container(args: &[String]) -> i32 {
     if let Err(e) = join_namespaces(launch.sandbox_pid, &launch.join) {
         return record_failure(e);
     }
-    if !launch.host_pid
-        && let Err(e) = unshare(CloneFlags::CLONE_NEWPID)
-    {
+    // A PID namespace of its own unless it runs in the host's or the pod's.
+    let own_pid_namespace = !launch.host_pid && !launch.join.iter().any(|name| name == "pid_for_children");
+    if own_pid_namespace && let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
         return record_failure(format!("unshare(pid): {e}"));
     }
     let (go_read, go_write) = match nix::unistd::pipe() {
@@ -424,7 +467,8 @@ fn monitor(
     let message_file = message_socket.and_then(|socket| receive_file(&socket));
     // The log is complete before the exit is recorded: whoever sees the exit (a
     // `logs -f`) has every line on disk.
-    let leftovers = launch.host_pid.then(|| launch.cgroup_procs.first()).flatten();
+    let shares_pid = launch.host_pid || launch.join.iter().any(|name| name == "pid_for_children");
+    let leftovers = shares_pid.then(|| launch.cgroup_procs.first()).flatten();
     let status = wait_copying(child, copier, leftovers.map(PathBuf::as_path));
     let (exit_code, signal) = match status {
         Ok(WaitStatus::Exited(_, code)) => (code, 0),

@@ -47,6 +47,8 @@ pub struct SandboxConfig {
     pub host_network: bool,
     /// hostIPC: the pod's containers share the host's IPC namespace.
     pub host_ipc: bool,
+    /// shareProcessNamespace: the pod's containers share one PID namespace.
+    pub share_pid: bool,
     pub limits: Limits,
 }
 
@@ -60,20 +62,32 @@ pub struct Sandbox {
     /// Absent in the records of older kubelets, which refused hostIPC.
     #[serde(default)]
     pub host_ipc: bool,
+    /// Absent in the records of older kubelets, which refused shareProcessNamespace.
+    #[serde(default)]
+    pub share_pid: bool,
 }
 
 impl Sandbox {
-    /// The namespaces the sandbox holds for the pod's containers to join: network and
-    /// hostname unless the pod uses the host's network, IPC unless the host's IPC.
-    pub fn namespaces(&self) -> Vec<String> {
+    /// The namespaces the sandbox's pause process makes: network and hostname unless
+    /// the pod uses the host's network, IPC unless the host's IPC, PID when shared.
+    pub fn held(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
         if !self.host_network {
-            names.extend(["net".to_string(), "uts".to_string()]);
+            names.extend(["net", "uts"]);
         }
         if !self.host_ipc {
-            names.push("ipc".to_string());
+            names.push("ipc");
+        }
+        if self.share_pid {
+            names.push("pid");
         }
         names
+    }
+
+    /// What the pod's containers join, as the files under the pause process's
+    /// /proc/PID/ns: its PID namespace is the one it made for its children.
+    pub fn joined(&self) -> Vec<String> {
+        self.held().into_iter().map(|name| if name == "pid" { "pid_for_children" } else { name }.to_string()).collect()
     }
 }
 

@@ -276,9 +276,14 @@ impl Runtime for NativeRuntime {
         let dir = self.pod_dir(uid);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         self.cgroups.create(&self.pod_cgroup(uid), &config.limits)?;
-        let sandbox =
-            Sandbox { pod_uid: uid.clone(), pid: 0, host_network: config.host_network, host_ipc: config.host_ipc };
-        let namespaces = sandbox.namespaces().join(",");
+        let sandbox = Sandbox {
+            pod_uid: uid.clone(),
+            pid: 0,
+            host_network: config.host_network,
+            host_ipc: config.host_ipc,
+            share_pid: config.share_pid,
+        };
+        let namespaces = sandbox.held().join(",");
         let mut child = tokio::process::Command::new(&self.program)
             .args([helper::PAUSE, namespaces.as_str(), &config.hostname, uid])
             .stdin(Stdio::null())
@@ -291,14 +296,18 @@ impl Runtime for NativeRuntime {
         let stdout = child.stdout.take().ok_or_else(|| fail("no pipe from the pause process".into()))?;
         let mut line = String::new();
         let read = tokio::time::timeout(START_WITHIN, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
-        if !matches!(read, Ok(Ok(_))) || line.trim() != "ok" {
+        // "ok", or "ok PID" when it forked the init of a shared PID namespace.
+        let said = line.trim().strip_prefix(helper::PAUSE_READY).filter(|_| matches!(read, Ok(Ok(_))));
+        let Some(init) = said.map(|rest| rest.trim().parse::<i32>().ok()) else {
             let _ = child.kill().await;
             return Err(fail("the pause process did not set up the namespaces (see the kubelet's log)".into()));
-        }
+        };
         let sandbox = Sandbox { pid, ..sandbox };
         let procs = self.cgroups.procs_files(&self.pod_cgroup(uid));
         for file in procs {
-            std::fs::write(&file, pid.to_string()).map_err(io_err(format!("writing {}", file.display())))?;
+            for process in std::iter::once(pid).chain(init) {
+                std::fs::write(&file, process.to_string()).map_err(io_err(format!("writing {}", file.display())))?;
+            }
         }
         write_json(&dir.join("sandbox.json"), &sandbox).map_err(io_err("recording the sandbox"))?;
         self.reap(child, uid.clone());
@@ -363,7 +372,7 @@ impl Runtime for NativeRuntime {
         self.cgroups.create(&cgroup, &config.limits)?;
         let launch = Launch {
             sandbox_pid: sandbox.pid,
-            join: sandbox.namespaces(),
+            join: sandbox.joined(),
             layers: self.with_init_layer(&config.image.layers),
             upper_dir: dir.join("upper"),
             work_dir: dir.join("work"),

@@ -203,8 +203,12 @@ fn unsupported_by_kubelet(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     let no = |field: &str, what: &str| {
         FieldError::forbidden(format!("{path}.{field}"), &format!("{what} is not supported by this cluster's kubelet"))
     };
-    if spec.share_process_namespace == Some(true) {
-        errors.push(no("shareProcessNamespace", "one PID namespace for all of a pod's containers"));
+    if spec.share_process_namespace == Some(true) && spec.host_pid {
+        errors.push(FieldError::invalid(
+            format!("{path}.shareProcessNamespace"),
+            true,
+            "ShareProcessNamespace and HostPID cannot both be enabled",
+        ));
     }
     if spec.host_users == Some(false) {
         errors.push(no("hostUsers", "a user namespace per pod"));
@@ -535,17 +539,24 @@ mod tests {
             share_process_namespace: Some(true),
             host_pid: true,
             host_ipc: true,
+            host_users: Some(false),
             runtime_class_name: Some(String::new()),
             os: Some(proto::core::v1::PodOs { name: "windows".into() }),
             ..Default::default()
         };
         let errors: Vec<String> =
             unsupported_by_kubelet(&spec, "spec.template.spec").iter().map(|e| e.to_string()).collect();
-        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(
-            errors[0].starts_with("spec.template.spec.shareProcessNamespace: Forbidden: one PID namespace"),
+            errors[0].starts_with("spec.template.spec.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
             "{errors:?}"
         );
-        assert!(errors[1].starts_with("spec.template.spec.os.name: Unsupported value: \"windows\""), "{errors:?}");
+        assert!(
+            errors[1].starts_with("spec.template.spec.hostUsers: Forbidden: a user namespace per pod"),
+            "{errors:?}"
+        );
+        assert!(errors[2].starts_with("spec.template.spec.os.name: Unsupported value: \"windows\""), "{errors:?}");
+        let shared = PodSpec { share_process_namespace: Some(true), host_ipc: true, ..Default::default() };
+        assert!(unsupported_by_kubelet(&shared, "spec").is_empty(), "shareProcessNamespace and hostIPC are supported");
     }
 }
