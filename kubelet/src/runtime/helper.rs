@@ -207,9 +207,9 @@ fn container(args: &[String]) -> i32 {
     if let Err(e) = join_namespaces(launch.sandbox_pid, &launch.join) {
         return record_failure(e);
     }
-    // A PID namespace of its own unless it runs in the host's or the pod's.
-    let own_pid_namespace = !launch.host_pid && !launch.join.iter().any(|name| name == "pid_for_children");
-    if own_pid_namespace && let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+    if launch.own_pid_namespace()
+        && let Err(e) = unshare(CloneFlags::CLONE_NEWPID)
+    {
         return record_failure(format!("unshare(pid): {e}"));
     }
     let (go_read, go_write) = match nix::unistd::pipe() {
@@ -467,8 +467,7 @@ fn monitor(
     let message_file = message_socket.and_then(|socket| receive_file(&socket));
     // The log is complete before the exit is recorded: whoever sees the exit (a
     // `logs -f`) has every line on disk.
-    let shares_pid = launch.host_pid || launch.join.iter().any(|name| name == "pid_for_children");
-    let leftovers = shares_pid.then(|| launch.cgroup_procs.first()).flatten();
+    let leftovers = (!launch.own_pid_namespace()).then(|| launch.cgroup_procs.first()).flatten();
     let status = wait_copying(child, copier, leftovers.map(PathBuf::as_path));
     let (exit_code, signal) = match status {
         Ok(WaitStatus::Exited(_, code)) => (code, 0),

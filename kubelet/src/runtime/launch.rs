@@ -64,10 +64,19 @@ pub struct Launch {
     /// none is read (launches of older kubelets, or no path).
     #[serde(default)]
     pub termination_message: Option<TerminationMessage>,
-    /// hostPID: no PID namespace of its own, and so, when its first process exits, the
-    /// monitor kills what it left (no namespace's end does it).
+    /// hostPID: no PID namespace of its own. Without one (also under
+    /// shareProcessNamespace), when its first process exits the monitor kills what it
+    /// left: no namespace's end does it.
     #[serde(default)]
     pub host_pid: bool,
+}
+
+impl Launch {
+    /// Whether the container has a PID namespace of its own: not with hostPID, nor
+    /// when it joins the pod's shared one (shareProcessNamespace).
+    pub fn own_pid_namespace(&self) -> bool {
+        !self.host_pid && !self.join.iter().any(|name| name == "pid_for_children")
+    }
 }
 
 /// The container's termination message: a file it writes, read back by the monitor
