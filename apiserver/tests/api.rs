@@ -227,9 +227,14 @@ async fn pods_bind_once_and_delete_gracefully() {
         metadata: Some(ObjectMeta { name: "web".to_string(), namespace: "default".to_string(), ..Default::default() }),
         target: Some(ObjectReference { kind: "Node".to_string(), name: node.to_string(), ..Default::default() }),
     };
+    // Preemption nominated another node; the binding spends the nomination.
+    let mut nominated = created.clone();
+    nominated.status.get_or_insert_with(Default::default).nominated_node_name = "node-9".to_string();
+    pods.update_status(&nominated).await.unwrap();
     client.bind(binding("node-1")).await.unwrap();
     let bound = pods.get("web").await.unwrap();
     assert_eq!(bound.spec.as_ref().unwrap().node_name, "node-1");
+    assert_eq!(bound.status.as_ref().unwrap().nominated_node_name, "", "the nomination is cleared by the binding");
     let scheduled = bound.status.as_ref().unwrap().conditions.iter().find(|c| c.r#type == "PodScheduled").unwrap();
     assert_eq!(scheduled.status, "True");
     let error = client.bind(binding("node-2")).await.unwrap_err();

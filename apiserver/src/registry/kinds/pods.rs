@@ -431,6 +431,9 @@ impl crate::registry::Registry<Pod> {
             let mut bound = pod.clone();
             bound.spec.get_or_insert_with(PodSpec::default).node_name = target.name.clone();
             let status = bound.status.get_or_insert_with(PodStatus::default);
+            // A nomination (from preemption) is spent once the pod is placed: a stale
+            // one would keep holding room on that node (Kubernetes 1.34 clears it here).
+            status.nominated_node_name.clear();
             status.conditions.retain(|c| c.r#type != "PodScheduled");
             status.conditions.push(proto::core::v1::PodCondition {
                 r#type: "PodScheduled".to_string(),
