@@ -129,7 +129,7 @@ pub fn has_terms(pod: &proto::core::v1::Pod) -> bool {
 }
 
 /// What the filter and the score need, counted once per attempt.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct InterPod {
     /// The keys of the pod's required affinity terms.
     affinity_keys: Vec<String>,
@@ -179,44 +179,63 @@ impl InterPod {
                 if existing.key == pod.key {
                     continue;
                 }
-                if own_any {
-                    if !own.affinity.is_empty() && own.affinity.iter().all(|t| t.matches(existing)) {
-                        for t in &own.affinity {
-                            if let Some(pair) = pair_of(node, &t.key) {
-                                *state.affinity_counts.entry(pair).or_default() += 1;
-                            }
-                        }
-                    }
-                    for t in own.anti.iter().filter(|t| t.matches(existing)) {
-                        if let Some(pair) = pair_of(node, &t.key) {
-                            *state.anti_counts.entry(pair).or_default() += 1;
-                        }
-                    }
-                    for (weight, t) in own.preferred.iter().filter(|(_, t)| t.matches(existing)) {
-                        if let Some(pair) = pair_of(node, &t.key) {
-                            *state.scores.entry(pair).or_default() += weight;
-                        }
-                    }
-                }
-                if node.pods_with_pod_affinity == 0 || !has_terms(&existing.pod) {
-                    continue;
-                }
-                // Another pod's terms count only when they are valid; an invalid
-                // one kept that pod from scheduling, so it constrains nothing here.
-                let Ok(theirs) = terms_of(existing) else { continue };
-                for t in theirs.anti.iter().filter(|t| t.matches(pod)) {
-                    if let Some(pair) = pair_of(node, &t.key) {
-                        *state.existing_anti_counts.entry(pair).or_default() += 1;
-                    }
-                }
-                for (weight, t) in theirs.preferred.iter().filter(|(_, t)| t.matches(pod)) {
-                    if let Some(pair) = pair_of(node, &t.key) {
-                        *state.scores.entry(pair).or_default() += weight;
-                    }
-                }
+                state.tally(&own, pod, node, existing, 1);
             }
         }
         Ok(Some(state))
+    }
+
+    /// Counts `existing` on `node` (`delta` 1) or takes it away again (-1).
+    fn tally(&mut self, own: &Terms, pod: &PodInfo, node: &NodeInfo, existing: &PodInfo, delta: i64) {
+        if !own.affinity.is_empty() && own.affinity.iter().all(|t| t.matches(existing)) {
+            for t in &own.affinity {
+                if let Some(pair) = pair_of(node, &t.key) {
+                    *self.affinity_counts.entry(pair).or_default() += delta;
+                }
+            }
+        }
+        for t in own.anti.iter().filter(|t| t.matches(existing)) {
+            if let Some(pair) = pair_of(node, &t.key) {
+                *self.anti_counts.entry(pair).or_default() += delta;
+            }
+        }
+        for (weight, t) in own.preferred.iter().filter(|(_, t)| t.matches(existing)) {
+            if let Some(pair) = pair_of(node, &t.key) {
+                *self.scores.entry(pair).or_default() += weight * delta;
+            }
+        }
+        if node.pods_with_pod_affinity == 0 || !has_terms(&existing.pod) {
+            return;
+        }
+        // Another pod's terms count only when they are valid; an invalid
+        // one kept that pod from scheduling, so it constrains nothing here.
+        let Ok(theirs) = terms_of(existing) else { return };
+        for t in theirs.anti.iter().filter(|t| t.matches(pod)) {
+            if let Some(pair) = pair_of(node, &t.key) {
+                *self.existing_anti_counts.entry(pair).or_default() += delta;
+            }
+        }
+        for (weight, t) in theirs.preferred.iter().filter(|(_, t)| t.matches(pod)) {
+            if let Some(pair) = pair_of(node, &t.key) {
+                *self.scores.entry(pair).or_default() += weight * delta;
+            }
+        }
+    }
+
+    /// The counts once `gone` (pods on `node`) are evicted: what preemption checks
+    /// a node against before it picks victims there.
+    pub fn without(&self, pod: &PodInfo, node: &NodeInfo, gone: &[&std::sync::Arc<PodInfo>]) -> InterPod {
+        let mut state = self.clone();
+        // The pod's own terms were valid when this state was prepared.
+        if let Ok(own) = terms_of(pod) {
+            for existing in gone {
+                state.tally(&own, pod, node, existing, -1);
+            }
+        }
+        state.affinity_counts.retain(|_, n| *n > 0);
+        state.anti_counts.retain(|_, n| *n > 0);
+        state.existing_anti_counts.retain(|_, n| *n > 0);
+        state
     }
 
     /// The first rule `node` breaks, if any (in kube-scheduler's order).

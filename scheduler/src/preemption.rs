@@ -1,32 +1,43 @@
 //! Preemption: for a pod that fits nowhere, the node where evicting the fewest,
 //! lowest-priority pods makes room. Only pods of lower priority are candidates;
 //! among them, the higher-priority ones are spared first ("reprieved") as long as
-//! the pod still fits. Nodes are ranked by the highest victim priority, then the
-//! number of victims, then the sum of their priorities.
+//! the pod still fits. "Fits" takes in inter-pod (anti-)affinity with the victims
+//! gone, as kube-scheduler runs every filter: a pod its anti-affinity forbids is
+//! never spared, and a pod the preemptor's affinity needs is never evicted. Nodes are
+//! ranked by the highest victim priority, then the number of victims, then the sum
+//! of their priorities.
 
 use std::sync::Arc;
 
 use crate::cache::{Cache, NodeInfo, PodInfo};
 use crate::filters::{self, PodFacts};
+use crate::interpod::{InterPod, Violation};
 
 fn ports_clash(pod: &PodInfo, others: &[&Arc<PodInfo>]) -> bool {
     pod.host_ports.iter().any(|want| others.iter().any(|o| o.host_ports.iter().any(|used| used.conflicts(want))))
 }
 
 /// Whether the pod fits on `node` if `staying` are the only pods left there.
-fn fits_with(pod: &PodInfo, node: &NodeInfo, staying: &[&Arc<PodInfo>]) -> bool {
+fn fits_with(pod: &PodInfo, node: &NodeInfo, staying: &[&Arc<PodInfo>], interpod: Option<&InterPod>) -> bool {
     let mut requested = crate::resources::Resources::default();
     for p in staying {
         requested.add(&p.requests);
     }
-    filters::fits_resources(pod, requested, staying.len() as i64, node).is_none() && !ports_clash(pod, staying)
+    if filters::fits_resources(pod, requested, staying.len() as i64, node).is_some() || ports_clash(pod, staying) {
+        return false;
+    }
+    interpod.is_none_or(|state| {
+        let gone: Vec<&Arc<PodInfo>> =
+            node.pods.iter().filter(|p| !staying.iter().any(|s| Arc::ptr_eq(s, p))).collect();
+        state.without(pod, node, &gone).check(node).is_none()
+    })
 }
 
 /// The victims on one node, if evicting some lower-priority pods lets `pod` fit.
-fn victims_on(pod: &PodInfo, node: &NodeInfo) -> Option<Vec<Arc<PodInfo>>> {
+fn victims_on(pod: &PodInfo, node: &NodeInfo, interpod: Option<&InterPod>) -> Option<Vec<Arc<PodInfo>>> {
     let (mut lower, higher): (Vec<&Arc<PodInfo>>, Vec<&Arc<PodInfo>>) =
         node.pods.iter().partition(|p| p.priority < pod.priority);
-    if lower.is_empty() || !fits_with(pod, node, &higher) {
+    if lower.is_empty() || !fits_with(pod, node, &higher, interpod) {
         return None;
     }
     lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
@@ -34,7 +45,7 @@ fn victims_on(pod: &PodInfo, node: &NodeInfo) -> Option<Vec<Arc<PodInfo>>> {
     let mut victims = Vec::new();
     for candidate in lower {
         staying.push(candidate);
-        if !fits_with(pod, node, &staying) {
+        if !fits_with(pod, node, &staying, interpod) {
             staying.pop();
             victims.push(candidate.clone());
         }
@@ -66,17 +77,26 @@ pub fn find(cache: &Cache, pod: &PodInfo) -> Option<(String, Vec<Arc<PodInfo>>)>
         return None;
     }
     let facts = PodFacts::new(pod);
+    // A pod whose own terms are invalid schedules nowhere; evicting cannot help.
+    let Ok(interpod) = InterPod::prepare(cache, pod) else { return None };
     let mut best: Option<(Rank, String, Vec<Arc<PodInfo>>)> = None;
     for node in cache.nodes() {
         if node.node.is_none() {
             continue;
         }
-        // Only failures that evictions can cure (resources, ports) are worth it.
+        // Only failures that evictions can cure are worth it: resources, ports, and
+        // pods that anti-affinity (the pod's or theirs) keeps it away from.
         match filters::check(&facts, node) {
             Some(failure) if failure.resolvable_by_preemption() => {}
-            _ => continue,
+            Some(_) => continue,
+            None => {
+                let violation = interpod.as_ref().and_then(|state| state.check(node));
+                if !matches!(violation, Some(Violation::AntiAffinity | Violation::ExistingAntiAffinity)) {
+                    continue;
+                }
+            }
         }
-        let Some(victims) = victims_on(pod, node) else { continue };
+        let Some(victims) = victims_on(pod, node, interpod.as_ref()) else { continue };
         let rank = (
             victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),
             victims.len(),
@@ -156,5 +176,75 @@ mod tests {
         assert!(find(&cache, &high).is_some(), "not nominated: it may preempt");
         cache.nominate(high.clone(), "a");
         assert!(find(&cache, &high).is_none(), "its victim on a is still terminating: wait, evict nothing on b");
+    }
+
+    fn hostname_node(name: &str, cpu: &str) -> Arc<Node> {
+        let mut node = (*node(name, cpu)).clone();
+        node.metadata.get_or_insert_with(Default::default).labels.insert("kubernetes.io/hostname".into(), name.into());
+        Arc::new(node)
+    }
+
+    /// `base` with the label app=`app` and, if given, required anti-affinity (per
+    /// node) to pods labelled app=`avoid`.
+    fn app_pod(base: Arc<PodInfo>, app: &str, avoid: Option<&str>) -> Arc<PodInfo> {
+        let mut pod = (*base.pod).clone();
+        if !app.is_empty() {
+            pod.metadata.get_or_insert_with(Default::default).labels.insert("app".into(), app.into());
+        }
+        if let Some(avoid) = avoid {
+            let term = proto::core::v1::PodAffinityTerm {
+                label_selector: Some(proto::meta::v1::LabelSelector {
+                    match_labels: [("app".to_string(), avoid.to_string())].into_iter().collect(),
+                    ..Default::default()
+                }),
+                topology_key: "kubernetes.io/hostname".into(),
+                ..Default::default()
+            };
+            pod.spec.get_or_insert_with(Default::default).affinity = Some(proto::core::v1::Affinity {
+                pod_anti_affinity: Some(proto::core::v1::PodAffinity {
+                    required_during_scheduling_ignored_during_execution: vec![term],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        Arc::new(PodInfo::new(Arc::new(pod)))
+    }
+
+    fn victim_names(found: Option<(String, Vec<Arc<PodInfo>>)>) -> Option<(String, Vec<String>)> {
+        found.map(|(node, victims)| (node, victims.iter().map(|v| v.key.clone()).collect()))
+    }
+
+    #[test]
+    fn the_pod_its_anti_affinity_avoids_is_evicted_rather_than_spared() {
+        let mut cache = Cache::default();
+        cache.set_node(hostname_node("a", "2"));
+        // Room for the preemptor needs either pod gone; only the web pod's going lets it in.
+        cache.set_bound_pod(app_pod(pod("web", "500m", 1), "web", None), "a");
+        cache.set_bound_pod(app_pod(pod("filler", "1500m", 1), "", None), "a");
+        let high = app_pod(pod("high", "500m", 10), "", Some("web"));
+        assert_eq!(victim_names(find(&cache, &high)), Some(("a".into(), vec!["default/web".into()])));
+    }
+
+    #[test]
+    fn anti_affinity_alone_is_cured_by_evicting_the_pods_in_the_way() {
+        let mut cache = Cache::default();
+        cache.set_node(hostname_node("b", "4"));
+        cache.set_bound_pod(app_pod(pod("web", "500m", 1), "web", None), "b");
+        cache.set_bound_pod(app_pod(pod("other", "500m", 1), "", None), "b");
+        // Room enough: only its anti-affinity keeps the pod off b.
+        let high = app_pod(pod("high", "500m", 10), "", Some("web"));
+        assert_eq!(victim_names(find(&cache, &high)), Some(("b".into(), vec!["default/web".into()])));
+        // Another pod's anti-affinity against the preemptor is cured the same way.
+        let mut cache = Cache::default();
+        cache.set_node(hostname_node("c", "4"));
+        cache.set_bound_pod(app_pod(pod("loner", "500m", 1), "", Some("high")), "c");
+        let labelled = app_pod(pod("high", "500m", 10), "high", None);
+        assert_eq!(victim_names(find(&cache, &labelled)), Some(("c".into(), vec!["default/loner".into()])));
+        // A pod in the way of higher priority cannot be evicted: nothing to do.
+        let mut cache = Cache::default();
+        cache.set_node(hostname_node("d", "4"));
+        cache.set_bound_pod(app_pod(pod("web", "500m", 20), "web", None), "d");
+        assert!(find(&cache, &high).is_none());
     }
 }
