@@ -3,7 +3,8 @@
 //! among them, the higher-priority ones are spared first ("reprieved") as long as
 //! the pod still fits. "Fits" takes in inter-pod (anti-)affinity with the victims
 //! gone, as kube-scheduler runs every filter: a pod its anti-affinity forbids is
-//! never spared, and a pod the preemptor's affinity needs is never evicted. Nodes are
+//! never spared, and a node where its affinity needs a pod of lower priority is no
+//! candidate (kube-scheduler, too, does not work out whether that pod could stay). Nodes are
 //! ranked by the highest victim priority, then the number of victims, then the sum
 //! of their priorities.
 
@@ -246,5 +247,39 @@ mod tests {
         cache.set_node(hostname_node("d", "4"));
         cache.set_bound_pod(app_pod(pod("web", "500m", 20), "web", None), "d");
         assert!(find(&cache, &high).is_none());
+    }
+
+    #[test]
+    fn affinity_holds_during_preemption_and_to_lower_priority_pods_rules_the_node_out() {
+        let term = proto::core::v1::PodAffinityTerm {
+            label_selector: Some(proto::meta::v1::LabelSelector {
+                match_labels: [("app".to_string(), "db".to_string())].into_iter().collect(),
+                ..Default::default()
+            }),
+            topology_key: "kubernetes.io/hostname".into(),
+            ..Default::default()
+        };
+        let mut near = (*pod("near", "500m", 10).pod).clone();
+        near.spec.get_or_insert_with(Default::default).affinity = Some(proto::core::v1::Affinity {
+            pod_affinity: Some(proto::core::v1::PodAffinity {
+                required_during_scheduling_ignored_during_execution: vec![term],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let near = Arc::new(PodInfo::new(Arc::new(near)));
+        for (db_priority, expected) in [
+            // The db pod outranks the preemptor: it stays, the filler goes.
+            (20, Some(("a".to_string(), vec!["default/filler".to_string()]))),
+            // Affinity to a pod preemption could evict: kube-scheduler, for speed, does
+            // not work out whether it could stay; the node is not a candidate.
+            (1, None),
+        ] {
+            let mut cache = Cache::default();
+            cache.set_node(hostname_node("a", "2"));
+            cache.set_bound_pod(app_pod(pod("filler", "1500m", 1), "", None), "a");
+            cache.set_bound_pod(app_pod(pod("db", "500m", db_priority), "db", None), "a");
+            assert_eq!(victim_names(find(&cache, &near)), expected, "db of priority {db_priority}");
+        }
     }
 }
