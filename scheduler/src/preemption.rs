@@ -185,31 +185,40 @@ mod tests {
         Arc::new(node)
     }
 
-    /// `base` with the label app=`app` and, if given, required anti-affinity (per
-    /// node) to pods labelled app=`avoid`.
-    fn app_pod(base: Arc<PodInfo>, app: &str, avoid: Option<&str>) -> Arc<PodInfo> {
+    /// Required terms, per node, on pods labelled app=`app` (for podAffinity or podAntiAffinity).
+    fn on_the_node_of(app: &str) -> proto::core::v1::PodAffinity {
+        let term = proto::core::v1::PodAffinityTerm {
+            label_selector: Some(proto::meta::v1::LabelSelector {
+                match_labels: [("app".to_string(), app.to_string())].into_iter().collect(),
+                ..Default::default()
+            }),
+            topology_key: "kubernetes.io/hostname".into(),
+            ..Default::default()
+        };
+        proto::core::v1::PodAffinity {
+            required_during_scheduling_ignored_during_execution: vec![term],
+            ..Default::default()
+        }
+    }
+
+    /// `base` with the label app=`app` (none if empty) and `affinity`.
+    fn with_affinity(base: Arc<PodInfo>, app: &str, affinity: Option<proto::core::v1::Affinity>) -> Arc<PodInfo> {
         let mut pod = (*base.pod).clone();
         if !app.is_empty() {
             pod.metadata.get_or_insert_with(Default::default).labels.insert("app".into(), app.into());
         }
-        if let Some(avoid) = avoid {
-            let term = proto::core::v1::PodAffinityTerm {
-                label_selector: Some(proto::meta::v1::LabelSelector {
-                    match_labels: [("app".to_string(), avoid.to_string())].into_iter().collect(),
-                    ..Default::default()
-                }),
-                topology_key: "kubernetes.io/hostname".into(),
-                ..Default::default()
-            };
-            pod.spec.get_or_insert_with(Default::default).affinity = Some(proto::core::v1::Affinity {
-                pod_anti_affinity: Some(proto::core::v1::PodAffinity {
-                    required_during_scheduling_ignored_during_execution: vec![term],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
+        pod.spec.get_or_insert_with(Default::default).affinity = affinity;
         Arc::new(PodInfo::new(Arc::new(pod)))
+    }
+
+    /// `base` with the label app=`app` and, if given, required anti-affinity (per
+    /// node) to pods labelled app=`avoid`.
+    fn app_pod(base: Arc<PodInfo>, app: &str, avoid: Option<&str>) -> Arc<PodInfo> {
+        let anti = avoid.map(|avoid| proto::core::v1::Affinity {
+            pod_anti_affinity: Some(on_the_node_of(avoid)),
+            ..Default::default()
+        });
+        with_affinity(base, app, anti)
     }
 
     fn victim_names(found: Option<(String, Vec<Arc<PodInfo>>)>) -> Option<(String, Vec<String>)> {
@@ -251,23 +260,11 @@ mod tests {
 
     #[test]
     fn affinity_holds_during_preemption_and_to_lower_priority_pods_rules_the_node_out() {
-        let term = proto::core::v1::PodAffinityTerm {
-            label_selector: Some(proto::meta::v1::LabelSelector {
-                match_labels: [("app".to_string(), "db".to_string())].into_iter().collect(),
-                ..Default::default()
-            }),
-            topology_key: "kubernetes.io/hostname".into(),
-            ..Default::default()
-        };
-        let mut near = (*pod("near", "500m", 10).pod).clone();
-        near.spec.get_or_insert_with(Default::default).affinity = Some(proto::core::v1::Affinity {
-            pod_affinity: Some(proto::core::v1::PodAffinity {
-                required_during_scheduling_ignored_during_execution: vec![term],
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let near = Arc::new(PodInfo::new(Arc::new(near)));
+        let near = with_affinity(
+            pod("near", "500m", 10),
+            "",
+            Some(proto::core::v1::Affinity { pod_affinity: Some(on_the_node_of("db")), ..Default::default() }),
+        );
         for (db_priority, expected) in [
             // The db pod outranks the preemptor: it stays, the filler goes.
             (20, Some(("a".to_string(), vec!["default/filler".to_string()]))),

@@ -8,8 +8,9 @@
 //!   for shareProcessNamespace, whose init it forks), says "ok" on stdout and sleeps,
 //!   holding them for the pod's containers.
 //! - `__container DIR`: reads DIR/launch.json, joins the sandbox's namespaces, forks the
-//!   container's first process into new PID and mount namespaces on an overlay root, and
-//!   stays as its monitor, recording `started.json` and then `exited.json` (with the
+//!   container's first process into a new mount namespace on an overlay root (and a PID
+//!   namespace of its own, unless hostPID or shareProcessNamespace), and stays as its
+//!   monitor, recording `started.json` and then `exited.json` (with the
 //!   termination message: the container's file, which the child opens inside the
 //!   container and hands over before exec, is read after the exit, when the
 //!   container's mounts are gone); what it has to complain of goes to DIR/monitor.log,
@@ -78,7 +79,7 @@ fn namespace_flag(name: &str) -> Option<CloneFlags> {
         "net" => CloneFlags::CLONE_NEWNET,
         "ipc" => CloneFlags::CLONE_NEWIPC,
         "uts" => CloneFlags::CLONE_NEWUTS,
-        "pid" | "pid_for_children" => CloneFlags::CLONE_NEWPID,
+        "pid" | crate::runtime::launch::SHARED_PID => CloneFlags::CLONE_NEWPID,
         "mnt" => CloneFlags::CLONE_NEWNS,
         _ => return None,
     })

@@ -71,11 +71,15 @@ pub struct Launch {
     pub host_pid: bool,
 }
 
+/// How `join` names the pod's shared PID namespace (shareProcessNamespace): the file
+/// under the pause process's /proc/PID/ns for the namespace it made for its children.
+pub const SHARED_PID: &str = "pid_for_children";
+
 impl Launch {
     /// Whether the container has a PID namespace of its own: not with hostPID, nor
     /// when it joins the pod's shared one (shareProcessNamespace).
     pub fn own_pid_namespace(&self) -> bool {
-        !self.host_pid && !self.join.iter().any(|name| name == "pid_for_children")
+        !self.host_pid && !self.join.iter().any(|name| name == SHARED_PID)
     }
 }
 

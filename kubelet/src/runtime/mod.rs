@@ -87,7 +87,7 @@ impl Sandbox {
     /// What the pod's containers join, as the files under the pause process's
     /// /proc/PID/ns: its PID namespace is the one it made for its children.
     pub fn joined(&self) -> Vec<String> {
-        self.held().into_iter().map(|name| if name == "pid" { "pid_for_children" } else { name }.to_string()).collect()
+        self.held().into_iter().map(|name| if name == "pid" { launch::SHARED_PID } else { name }.to_string()).collect()
     }
 }
 
