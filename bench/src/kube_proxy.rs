@@ -74,10 +74,20 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `services` Services of `endpoints` endpoints each, as a node of a large cluster sees
+/// them: endpoints spread over 10.244.0.0/16, of which only those in 10.244.0.0/24 are
+/// this node's pods.
 fn snapshot(services: usize, endpoints: usize) -> Snapshot {
+    let this_node = kube_proxy::model::Cidr { address: Ipv4Addr::new(10, 244, 0, 0), prefix: 24 };
     let service_ports = (0..services)
         .map(|i| {
             let i = u32::try_from(i).unwrap_or(0);
+            let endpoints: Vec<SocketAddrV4> = (0..endpoints)
+                .map(|e| {
+                    let ip = u32::from(Ipv4Addr::new(10, 244, 0, 0)) + i * 8 + u32::try_from(e).unwrap_or(0) + 1;
+                    SocketAddrV4::new(Ipv4Addr::from(ip), 8080)
+                })
+                .collect();
             ServicePort {
                 namespace: "bench".into(),
                 name: format!("svc-{i}"),
@@ -87,12 +97,8 @@ fn snapshot(services: usize, endpoints: usize) -> Snapshot {
                 port: 80,
                 node_port: None,
                 affinity_seconds: None,
-                endpoints: (0..endpoints)
-                    .map(|e| {
-                        let ip = u32::from(Ipv4Addr::new(10, 244, 0, 0)) + i * 8 + u32::try_from(e).unwrap_or(0) + 1;
-                        SocketAddrV4::new(Ipv4Addr::from(ip), 8080)
-                    })
-                    .collect(),
+                remote_ips: endpoints.iter().map(|e| *e.ip()).filter(|ip| !this_node.contains(*ip)).collect(),
+                endpoints,
             }
         })
         .collect();

@@ -98,6 +98,7 @@ mod tests {
                 node_port: None,
                 affinity_seconds: None,
                 endpoints: endpoints.iter().map(|e| e.parse::<SocketAddrV4>().unwrap()).collect(),
+                remote_ips: Vec::new(),
             }],
             node_ips: vec![],
         }

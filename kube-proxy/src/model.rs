@@ -55,6 +55,11 @@ pub struct ServicePort {
     pub affinity_seconds: Option<u32>,
     /// The ready endpoints, sorted and without duplicates.
     pub endpoints: Vec<SocketAddrV4>,
+    /// The endpoints' addresses known to be pods of other nodes (their nodeName is
+    /// another node's), sorted. Only a pod of this node can reach itself through the
+    /// Service here, which needs masquerade (hairpin); an address of unknown node is
+    /// taken to be local.
+    pub remote_ips: Vec<Ipv4Addr>,
 }
 
 impl ServicePort {
@@ -116,11 +121,13 @@ impl fmt::Display for Cidr {
 pub const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
 
 /// The ports of every Service that has a ClusterIP, each with the ready endpoints that
-/// its Endpoints object lists for that port (matched by port name and protocol).
-/// Headless and ExternalName Services, IPv6 and SCTP are left out.
+/// its Endpoints object lists for that port (matched by port name and protocol), as
+/// seen from the node `hostname`. Headless and ExternalName Services, IPv6 and SCTP
+/// are left out.
 pub fn service_ports<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     endpoints: impl IntoIterator<Item = &'a Endpoints>,
+    hostname: &str,
 ) -> Vec<ServicePort> {
     let by_service: HashMap<(&str, &str), &Endpoints> = endpoints
         .into_iter()
@@ -164,6 +171,15 @@ pub fn service_ports<'a>(
                 .collect();
             endpoints.sort();
             endpoints.dedup();
+            let mut remote_ips: Vec<Ipv4Addr> = subsets
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|subset| &subset.addresses)
+                .filter(|a| a.node_name.as_deref().is_some_and(|n| !n.is_empty() && n != hostname))
+                .filter_map(|a| a.ip.parse::<Ipv4Addr>().ok())
+                .collect();
+            remote_ips.sort();
+            remote_ips.dedup();
             ports.push(ServicePort {
                 namespace: meta.namespace.clone(),
                 name: meta.name.clone(),
@@ -174,6 +190,7 @@ pub fn service_ports<'a>(
                 node_port: u16::try_from(port.node_port).ok().filter(|p| *p > 0),
                 affinity_seconds,
                 endpoints,
+                remote_ips,
             });
         }
     }
@@ -249,7 +266,7 @@ mod tests {
                 },
             ],
         };
-        let ports = service_ports([&svc], [&eps]);
+        let ports = service_ports([&svc], [&eps], "n1");
         assert_eq!(ports.len(), 2);
         assert_eq!(ports[0].id(), "default/web/tcp/http");
         assert_eq!(ports[1].id(), "default/web/udp/dns");
@@ -260,22 +277,46 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_on_other_nodes_are_remote_and_those_of_this_or_no_node_are_not() {
+        let svc = service("web", "10.96.0.10", vec![port("", "TCP", 80)]);
+        let on = |ip: &str, node: Option<&str>| EndpointAddress { node_name: node.map(Into::into), ..address(ip) };
+        let eps = Endpoints {
+            metadata: meta("web"),
+            subsets: vec![EndpointSubset {
+                addresses: vec![
+                    on("10.244.0.2", Some("n1")),
+                    on("10.244.1.2", Some("n2")),
+                    on("10.244.2.2", Some("n3")),
+                    on("192.168.1.20", None),
+                    on("10.244.0.3", Some("")),
+                ],
+                ports: vec![EndpointPort { port: 8080, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        let ports = service_ports([&svc], [&eps], "n1");
+        assert_eq!(ports[0].endpoints.len(), 5);
+        let remote: Vec<String> = ports[0].remote_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(remote, ["10.244.1.2", "10.244.2.2"]);
+    }
+
+    #[test]
     fn headless_external_name_and_sctp_are_not_proxied() {
         let headless = service("headless", "None", vec![port("", "TCP", 80)]);
         let mut external = service("ext", "", vec![port("", "TCP", 80)]);
         external.spec.as_mut().unwrap().r#type = "ExternalName".into();
         let sctp = service("sctp", "10.96.0.3", vec![port("", "SCTP", 80)]);
-        assert!(service_ports([&headless, &external, &sctp], []).is_empty());
+        assert!(service_ports([&headless, &external, &sctp], [], "n1").is_empty());
     }
 
     #[test]
     fn client_ip_affinity_takes_its_timeout_or_the_default() {
         let mut svc = service("web", "10.96.0.10", vec![port("", "", 80)]);
         svc.spec.as_mut().unwrap().session_affinity = "ClientIP".into();
-        assert_eq!(service_ports([&svc], [])[0].affinity_seconds, Some(DEFAULT_AFFINITY_SECONDS));
+        assert_eq!(service_ports([&svc], [], "n1")[0].affinity_seconds, Some(DEFAULT_AFFINITY_SECONDS));
         svc.spec.as_mut().unwrap().session_affinity_config =
             Some(SessionAffinityConfig { client_ip: Some(ClientIpConfig { timeout_seconds: Some(60) }) });
-        let ports = service_ports([&svc], []);
+        let ports = service_ports([&svc], [], "n1");
         assert_eq!(ports[0].affinity_seconds, Some(60));
         assert_eq!(ports[0].id(), "default/web/tcp/80");
         assert!(ports[0].endpoints.is_empty());

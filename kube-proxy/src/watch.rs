@@ -62,6 +62,7 @@ impl Sources {
             service_ports: model::service_ports(
                 services.iter().map(AsRef::as_ref),
                 endpoints.iter().map(AsRef::as_ref),
+                &self.hostname,
             ),
             node_ips: model::node_ips(node.as_deref(), &self.nodeport_cidrs),
         }

@@ -25,6 +25,9 @@
 //!   ICMP port unreachable).
 //! - postrouting masquerades marked packets, and hairpin traffic (a pod reaching
 //!   itself through its Service: saddr . daddr of one endpoint, in set `hairpin`).
+//!   Only this node's pods can do that here, so endpoints known to be on other nodes
+//!   are left out: in a large cluster that is most of them, and the set would
+//!   otherwise be as large as all the endpoint maps together.
 //!
 //! Why groups by count: a rule per port costs the kernel a lookup of its map by name
 //! among all sets and of each expression type when the rule is added, and rule changes
@@ -632,8 +635,11 @@ struct Tally {
 
 impl Tally {
     fn count(&mut self, rules: &PortRules, add: bool) {
-        for endpoint in &rules.source.endpoints {
-            count(&mut self.hairpin, *endpoint.ip(), add);
+        let port = &rules.source;
+        for ip in port.endpoints.iter().map(|e| *e.ip()) {
+            if port.remote_ips.binary_search(&ip).is_err() {
+                count(&mut self.hairpin, ip, add);
+            }
         }
         for group in rules.groups() {
             count(&mut self.groups, group, add);
@@ -736,6 +742,7 @@ mod tests {
             node_port: None,
             affinity_seconds: None,
             endpoints: endpoints.iter().map(|e| e.parse::<SocketAddrV4>().unwrap()).collect(),
+            remote_ips: Vec::new(),
         }
     }
 
@@ -787,6 +794,23 @@ mod tests {
         assert!(text.find("add element").unwrap() > text.find("chain svc/").unwrap(), "{text}");
         assert_eq!(chain_names(&rules), BTreeSet::new(), "no chain of its own");
         assert_eq!(rules.rule_count(), 12 + 1 + 2 + 1 + 2 + 1);
+    }
+
+    #[test]
+    fn only_endpoints_that_may_be_on_this_node_are_masqueraded_as_hairpin() {
+        let mut web = port("web", "10.96.0.10", &["10.244.0.2:8080", "10.244.1.2:8080", "10.244.2.2:8080"]);
+        web.remote_ips = vec!["10.244.1.2".parse().unwrap(), "10.244.2.2".parse().unwrap()];
+        let rules = build(vec![web.clone()], None);
+        let text = rules.full_transaction();
+        assert!(text.contains("add element ip rudder-proxy hairpin { 10.244.0.2 . 10.244.0.2 }\n"), "{text}");
+        assert!(
+            text.contains("10.96.0.10 . 80 . 1 : 10.244.1.2 . 8080, 10.96.0.10 . 80 . 2 : 10.244.2.2 . 8080"),
+            "remote endpoints still take traffic: {text}"
+        );
+        // An endpoint found to be local after all (its node was unknown) becomes one.
+        web.remote_ips.pop();
+        let update = build(vec![web], Some(&rules)).update_transaction(&rules);
+        assert_eq!(update, "add element ip rudder-proxy hairpin { 10.244.2.2 . 10.244.2.2 }\n");
     }
 
     #[test]

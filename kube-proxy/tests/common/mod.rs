@@ -424,7 +424,15 @@ impl Cluster {
             vec![]
         } else {
             vec![EndpointSubset {
-                addresses: ips.iter().map(|ip| EndpointAddress { ip: ip.to_string(), ..Default::default() }).collect(),
+                // Every pod of the world is on the node, as the endpoints controller says.
+                addresses: ips
+                    .iter()
+                    .map(|ip| EndpointAddress {
+                        ip: ip.to_string(),
+                        node_name: Some(NODE_NAME.into()),
+                        ..Default::default()
+                    })
+                    .collect(),
                 not_ready_addresses: vec![],
                 ports: vec![EndpointPort {
                     name: port_name.into(),

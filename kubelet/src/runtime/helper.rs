@@ -31,6 +31,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, fork};
 
 use crate::runtime::launch::{Exited, Launch, Mount, MountKind, Started, TerminationMessage, read_json, write_json};
+use crate::runtime::launcher;
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 
 pub const PAUSE: &str = "__pause";
@@ -46,6 +47,7 @@ pub fn dispatch(args: &[String]) {
         Some(PAUSE) => pause(&args[1..]),
         Some(CONTAINER) => container(&args[1..]),
         Some(EXEC) => exec(&args[1..]),
+        Some(launcher::LAUNCHER) => launcher::serve(),
         _ => return,
     };
     std::process::exit(code);
@@ -449,7 +451,9 @@ fn monitor(
             setup_error = Some(format!("joining cgroup {}: {e}", procs.display()));
         }
     }
-    let started = Started { pid: child.as_raw(), monitor_pid: std::process::id() as i32, started_at: now() };
+    let monitor_pid = std::process::id() as i32;
+    let monitor_start = crate::runtime::process::start_time(monitor_pid).unwrap_or(0);
+    let started = Started { pid: child.as_raw(), monitor_pid, monitor_start, started_at: now() };
     if let Err(e) = write_json(&launch.started_file, &started) {
         setup_error.get_or_insert(format!("writing {}: {e}", launch.started_file.display()));
     }
@@ -517,7 +521,10 @@ fn share_termination_file(path: &Path, socket: &OwnedFd) {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).create(true).mode(0o666).open(path) else {
+    // Emptied: what an image left at the path is not this container's message.
+    let Ok(file) =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o666).open(path)
+    else {
         return;
     };
     // The mode given to open is reduced by the umask.

@@ -116,6 +116,9 @@ pub struct Started {
     pub pid: i32,
     /// The helper (monitor) process.
     pub monitor_pid: i32,
+    /// Its start time (see `process`); 0 in the records of older kubelets.
+    #[serde(default)]
+    pub monitor_start: u64,
     /// Unix seconds.
     pub started_at: i64,
 }

@@ -7,9 +7,11 @@
 pub mod cgroups;
 pub mod helper;
 pub mod launch;
+pub mod launcher;
 pub mod logs;
 pub mod native;
 pub mod privileges;
+pub mod process;
 pub mod seccomp;
 pub mod terminal;
 
@@ -58,6 +60,10 @@ pub struct Sandbox {
     pub pod_uid: String,
     /// The process holding the namespaces.
     pub pid: i32,
+    /// Its start time, which tells it from a later process with its pid (see
+    /// `process`); 0 in the records of older kubelets.
+    #[serde(default)]
+    pub pid_start: u64,
     pub host_network: bool,
     /// Absent in the records of older kubelets, which refused hostIPC.
     #[serde(default)]

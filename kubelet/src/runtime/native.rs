@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 use super::cgroups::Cgroups;
 use super::helper;
 use super::launch::{Exited, Launch, LogTarget, Meta, Started, read_json, write_json};
+use super::launcher::{self, Launcher};
 use super::logs::Rotation;
+use super::process;
 use super::{
     ContainerConfig, ContainerInfo, ContainerState, ExecResult, ExecSession, Runtime, RuntimeError, Sandbox,
     SandboxConfig, Terminal, TerminalSize,
@@ -52,24 +54,13 @@ pub struct NativeRuntime {
     exits: mpsc::UnboundedSender<String>,
     log_rotation: Rotation,
     init_layer: PathBuf,
+    /// Forks the pause processes and container monitors.
+    launcher: Launcher,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Io { what, source }
-}
-
-/// Whether `pid` runs with `needle` among its arguments (guards against reused pids).
-fn process_matches(pid: i32, needle: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| raw.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()))
-        .unwrap_or(false)
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(false))
-        .unwrap_or(true)
 }
 
 fn now() -> i64 {
@@ -99,6 +90,7 @@ impl NativeRuntime {
             root: root.to_path_buf(),
             cgroups,
             cgroup_parent: cgroup_parent.to_string(),
+            launcher: Launcher::new(program.clone()),
             program,
             exits,
             log_rotation: Rotation::default(),
@@ -129,7 +121,7 @@ impl NativeRuntime {
 
     fn read_sandbox(&self, uid: &str) -> Option<Sandbox> {
         let sandbox: Sandbox = read_json(&self.pod_dir(uid).join("sandbox.json")).ok()?;
-        (process_matches(sandbox.pid, uid) && !is_zombie(sandbox.pid)).then_some(sandbox)
+        process::is_recorded(sandbox.pid, sandbox.pid_start, uid).then_some(sandbox)
     }
 
     /// The kubelet's record of the container in `dir` (meta.json: started by an older kubelet).
@@ -167,7 +159,7 @@ impl NativeRuntime {
         let state = match (started, exited) {
             (_, Some(exited)) => self.exited_state(&meta, exited, read_json::<Started>(&dir.join("started.json")).ok()),
             (Some(started), None) => {
-                if process_matches(started.monitor_pid, &dir_text) && !is_zombie(started.monitor_pid) {
+                if process::is_recorded(started.monitor_pid, started.monitor_start, &dir_text) {
                     ContainerState::Running { started_at: started.started_at }
                 } else {
                     ContainerState::Exited {
@@ -232,10 +224,10 @@ impl NativeRuntime {
         }
     }
 
-    async fn wait_gone(pid: i32, within: Duration) -> bool {
+    async fn wait_gone(pid: i32, start: u64, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if std::fs::metadata(format!("/proc/{pid}")).is_err() || is_zombie(pid) {
+            if !process::is_recorded(pid, start, needle) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -256,7 +248,7 @@ impl NativeRuntime {
         }
     }
 
-    fn reap(&self, mut child: tokio::process::Child, uid: String) {
+    fn reap(&self, child: launcher::Helper, uid: String) {
         let exits = self.exits.clone();
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -279,30 +271,36 @@ impl Runtime for NativeRuntime {
         let sandbox = Sandbox {
             pod_uid: uid.clone(),
             pid: 0,
+            pid_start: 0,
             host_network: config.host_network,
             host_ipc: config.host_ipc,
             share_pid: config.share_pid,
         };
         let namespaces = sandbox.held().join(",");
-        let mut child = tokio::process::Command::new(&self.program)
-            .args([helper::PAUSE, namespaces.as_str(), &config.hostname, uid])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| fail(format!("starting the pause process: {e}")))?;
-        let pid = child.id().ok_or_else(|| fail("the pause process exited at once".into()))? as i32;
-        let stdout = child.stdout.take().ok_or_else(|| fail("no pipe from the pause process".into()))?;
+        let start_err = |e: &dyn std::fmt::Display| fail(format!("starting the pause process: {e}"));
+        let (stdout, write) = launcher::output_pipe().map_err(|e| start_err(&e))?;
+        let stdio = [launcher::null(), Ok(write), launcher::kubelet_stderr()];
+        let stdio = stdio.into_iter().collect::<std::io::Result<Vec<_>>>().map_err(|e| start_err(&e))?;
+        let stdio = stdio.try_into().map_err(|_| start_err(&"three descriptors"))?;
+        let child = self
+            .launcher
+            .spawn(&[helper::PAUSE, namespaces.as_str(), &config.hostname, uid], stdio)
+            .await
+            .map_err(|e| start_err(&e))?;
+        let pid = child.pid;
         let mut line = String::new();
         let read = tokio::time::timeout(START_WITHIN, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
         // "ok", or "ok PID" when it forked the init of a shared PID namespace.
         let said = line.trim().strip_prefix(helper::PAUSE_READY).filter(|_| matches!(read, Ok(Ok(_))));
         let Some(init) = said.map(|rest| rest.trim().parse::<i32>().ok()) else {
-            let _ = child.kill().await;
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             return Err(fail("the pause process did not set up the namespaces (see the kubelet's log)".into()));
         };
-        let sandbox = Sandbox { pid, ..sandbox };
+        // Read while the pause process certainly lives: it waits for the kubelet.
+        let Some(pid_start) = process::start_time(pid) else {
+            return Err(fail("the pause process exited after setting up the namespaces".into()));
+        };
+        let sandbox = Sandbox { pid, pid_start, ..sandbox };
         let procs = self.cgroups.procs_files(&self.pod_cgroup(uid));
         for file in procs {
             for process in std::iter::once(pid).chain(init) {
@@ -323,18 +321,18 @@ impl Runtime for NativeRuntime {
         let cgroup = self.pod_cgroup(pod_uid);
         self.cgroups.kill_all(&cgroup);
         if let Ok(sandbox) = read_json::<Sandbox>(&dir.join("sandbox.json"))
-            && process_matches(sandbox.pid, pod_uid)
+            && process::is_recorded(sandbox.pid, sandbox.pid_start, pod_uid)
         {
             let _ = kill(Pid::from_raw(sandbox.pid), Signal::SIGKILL);
-            Self::wait_gone(sandbox.pid, Duration::from_secs(10)).await;
+            Self::wait_gone(sandbox.pid, sandbox.pid_start, pod_uid, Duration::from_secs(10)).await;
         }
         // Monitors exit once their container has; wait so nothing writes into the dir.
         for info in self.containers(pod_uid).await {
             if let Ok(dir) = self.container_dir(&info.id)
                 && let Ok(started) = read_json::<Started>(&dir.join("started.json"))
-                && process_matches(started.monitor_pid, &dir.display().to_string())
             {
-                Self::wait_gone(started.monitor_pid, Duration::from_secs(10)).await;
+                let dir_text = dir.display().to_string();
+                Self::wait_gone(started.monitor_pid, started.monitor_start, &dir_text, Duration::from_secs(10)).await;
             }
         }
         self.remove_cgroup(&cgroup).await?;
@@ -404,25 +402,20 @@ impl Runtime for NativeRuntime {
         // The container's output goes to its log through the monitor; the monitor's own
         // complaints (a log it cannot write) to DIR/monitor.log, which it makes only
         // then; anything else (a panic) to the kubelet's stderr, as the pause process's.
-        let mut child = tokio::process::Command::new(&self.program)
-            .arg(helper::CONTAINER)
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| fail(format!("starting the container helper: {e}")))?;
-        let said = child.stdout.take();
+        let start_err = |e: &dyn std::fmt::Display| fail(format!("starting the container helper: {e}"));
+        let (said, write) = launcher::output_pipe().map_err(|e| start_err(&e))?;
+        let stdio = [launcher::null(), Ok(write), launcher::kubelet_stderr()];
+        let stdio = stdio.into_iter().collect::<std::io::Result<Vec<_>>>().map_err(|e| start_err(&e))?;
+        let stdio = stdio.try_into().map_err(|_| start_err(&"three descriptors"))?;
+        let dir_text = dir.to_string_lossy();
+        let child = self.launcher.spawn(&[helper::CONTAINER, &dir_text], stdio).await.map_err(|e| start_err(&e))?;
         self.reap(child, uid.clone());
         // The helper says when it has recorded the start; it ends without a word when
         // it could not start the container (it recorded why) or died.
         let mut line = String::new();
-        if let Some(said) = said {
-            let mut said = tokio::io::BufReader::new(said);
-            if tokio::time::timeout(START_WITHIN, said.read_line(&mut line)).await.is_err() {
-                return Err(fail("the helper did not start the container in time".into()));
-            }
+        let mut said = tokio::io::BufReader::new(said);
+        if tokio::time::timeout(START_WITHIN, said.read_line(&mut line)).await.is_err() {
+            return Err(fail("the helper did not start the container in time".into()));
         }
         if line.trim() != helper::STARTED && !dir.join("exited.json").exists() {
             return Err(fail(
