@@ -7,7 +7,7 @@
 //! the controllers' job, and the apiserver only stores and validates.
 
 pub mod allocation;
-mod allocator;
+pub mod allocator;
 pub mod bootstrap;
 pub mod config;
 pub mod grpc;

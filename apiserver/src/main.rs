@@ -5,6 +5,7 @@ use apiserver::config::{Flags, Settings};
 
 // The runtime is built by hand so that --worker-threads sizes it.
 fn main() -> anyhow::Result<()> {
+    apiserver::allocator::without_huge_pages();
     ops::logging::init();
     let settings = Settings::load(Flags::parse())?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -122,6 +122,9 @@ pub struct Options {
     /// The apiserver's --worker-threads [default: the apiserver's, one per core].
     #[arg(long)]
     apiserver_threads: Option<usize>,
+    /// The concurrency levels of the creates comparison (the targets are at 16 and 64).
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    clients: Vec<usize>,
 }
 
 /// A ConfigMap of about 1 KiB, the payload of every create.
@@ -163,7 +166,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         println!("(raw etcd runs watched: each has an etcd watch on its keys)");
     }
     let rounds = options.rounds.max(1);
-    for concurrency in [16usize, 64] {
+    for &concurrency in &options.clients {
         let mut ratios = Vec::with_capacity(rounds);
         for round in 0..rounds {
             let raw =
