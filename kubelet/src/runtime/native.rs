@@ -1,8 +1,9 @@
 //! The native runtime: a sandbox is a pause process (`kubelet __pause`) holding the
 //! pod's net, IPC and UTS namespaces; a container is started by a monitor process
 //! (`kubelet __container DIR`) that stays its parent and records its start and exit in
-//! DIR. All state lives under `<root>/<pod-uid>/`, so a restarted kubelet finds
-//! every sandbox and container again and never starts one twice.
+//! DIR. Both are forked by the launcher. All state lives under `<root>/<pod-uid>/`, so a
+//! restarted kubelet finds every sandbox and container again (their processes named by
+//! pid and start time) and never starts one twice.
 //!
 //! Each file or directory made on the node's disk costs a pod's start more than
 //! anything else the kubelet does (ext4 inode allocation, most of all when many were
