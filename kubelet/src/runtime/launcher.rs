@@ -98,22 +98,37 @@ impl Launcher {
     }
 
     /// Forks the helper `args` (`__pause ...`, `__container DIR`) with the given stdin,
-    /// stdout and stderr.
+    /// stdout and stderr. A request the launcher never got (it had died) goes to a new
+    /// launcher; one it got is never sent twice, since it may have forked already.
     pub async fn spawn(&self, args: &[&str], stdio: [OwnedFd; 3]) -> Result<Helper, LaunchError> {
-        let connection = {
-            let mut current = self.current.lock().await;
-            match current.as_ref().filter(|c| !c.is_closed()) {
-                Some(connection) => connection.clone(),
-                None => {
-                    let connection = Connection::start(&self.program)?;
-                    *current = Some(connection.clone());
-                    connection
+        let mut retried = false;
+        loop {
+            let connection = {
+                let mut current = self.current.lock().await;
+                match current.as_ref().filter(|c| !c.is_closed()) {
+                    Some(connection) => connection.clone(),
+                    None => {
+                        let connection = Connection::start(&self.program)?;
+                        *current = Some(connection.clone());
+                        connection
+                    }
                 }
+            };
+            match connection.spawn(args, &stdio).await {
+                Err(Unsent(e)) if !retried => {
+                    tracing::debug!(error = %e, "the launcher had gone; asking a new one");
+                    connection.close();
+                    retried = true;
+                }
+                Err(Unsent(e)) => return Err(e),
+                Ok(sent) => return sent,
             }
-        };
-        connection.spawn(args, stdio).await
+        }
     }
 }
+
+/// A request that never reached the launcher.
+struct Unsent(LaunchError);
 
 /// What the reader hands back: a fork's outcome by request id, an exit by pid.
 #[derive(Default)]
@@ -176,13 +191,14 @@ impl Connection {
         }
     }
 
-    async fn spawn(&self, args: &[&str], stdio: [OwnedFd; 3]) -> Result<Helper, LaunchError> {
+    /// Sends one request and waits for its answer; Err when it could not be sent.
+    async fn spawn(&self, args: &[&str], stdio: &[OwnedFd; 3]) -> Result<Result<Helper, LaunchError>, Unsent> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tell, told) = oneshot::channel();
         {
-            let mut pending = self.pending.lock().map_err(|_| LaunchError::Gone)?;
+            let mut pending = self.pending.lock().map_err(|_| Unsent(LaunchError::Gone))?;
             if pending.closed {
-                return Err(LaunchError::Gone);
+                return Err(Unsent(LaunchError::Gone));
             }
             pending.spawns.insert(id, tell);
         }
@@ -190,7 +206,10 @@ impl Connection {
         request.extend_from_slice(args.join("\0").as_bytes());
         let fds: Vec<RawFd> = stdio.iter().map(|fd| fd.as_raw_fd()).collect();
         let sent = loop {
-            let mut ready = self.socket.writable().await.map_err(LaunchError::Io)?;
+            let mut ready = match self.socket.writable().await {
+                Ok(ready) => ready,
+                Err(e) => break Err(e),
+            };
             let attempt = ready.try_io(|socket| {
                 sendmsg::<()>(
                     socket.as_raw_fd(),
@@ -205,19 +224,17 @@ impl Connection {
                 break result;
             }
         };
-        // The launcher holds its own copies now.
-        drop(stdio);
         if let Err(e) = sent {
             if let Ok(mut pending) = self.pending.lock() {
                 pending.spawns.remove(&id);
             }
-            return Err(LaunchError::Io(e));
+            return Err(Unsent(LaunchError::Io(e)));
         }
-        match told.await {
+        Ok(match told.await {
             Ok(Ok(helper)) => Ok(helper),
             Ok(Err(errno)) => Err(LaunchError::Fork(errno)),
             Err(_) => Err(LaunchError::Gone),
-        }
+        })
     }
 
     /// Reads the launcher's messages until it goes away.
