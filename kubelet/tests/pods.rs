@@ -140,6 +140,17 @@ async fn a_pod_gets_an_address_serves_from_it_and_sees_what_it_declares() {
     assert_eq!(std::fs::read_to_string(host_dir.join("sub/written")).unwrap().trim(), "hi");
     let mounts = node.exec(&pod, "check", &["cat", "/proc/mounts"]).1;
     assert!(mounts.lines().any(|l| l.contains(" /out tmpfs ")), "{mounts}");
+    // The container's program and an exec'd one start with the standard signals at their
+    // defaults and none blocked, as runc starts them (the helpers themselves ignore
+    // SIGPIPE). glibc keeps signals 32 and 33 to itself; they are left as inherited.
+    for status in [read("/proc/1/status").1, read("/proc/self/status").1] {
+        let mask = |field: &str| {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_default();
+            u64::from_str_radix(line.trim_start_matches(field).trim(), 16).unwrap()
+        };
+        assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "ignored signals: {status}");
+        assert_eq!(mask("SigBlk:"), 0, "blocked signals: {status}");
+    }
 
     // The node registered itself, with a lease and Ready.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -775,7 +775,26 @@ fn exec_program(program: &Path, argv: &[String], env: &[String]) -> Result<std::
         CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| "program path has a NUL".to_string())?;
     let argv = cstrings(argv)?;
     let env = cstrings(env)?;
+    default_signals();
     nix::unistd::execve(&path, &argv, &env).map_err(|e| format!("exec {}: {e}", program.display()))
+}
+
+/// Every signal at its default action and none blocked, as runc starts a container's
+/// program: an ignored signal and the signal mask survive exec, and a helper, as every
+/// Rust program, ignores SIGPIPE (a pipeline such as `cat file | head` in the container
+/// would see write errors instead of ending quietly).
+fn default_signals() {
+    for signal in (1..32).chain(nix::libc::SIGRTMIN()..=nix::libc::SIGRTMAX()) {
+        if signal != nix::libc::SIGKILL && signal != nix::libc::SIGSTOP {
+            // SAFETY: resets a disposition to SIG_DFL, which installs no handler.
+            unsafe { nix::libc::signal(signal, nix::libc::SIG_DFL) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
 }
 
 fn exec(args: &[String]) -> i32 {
