@@ -2,11 +2,21 @@
 //! kubectl does and talks only to the apiserver's gRPC API; it holds no state of its
 //! own; `logs` and `exec` stream through the apiserver from the pod's kubelet.
 
+// Before the modules, so that theirs are these (see `stdout`).
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::stdout::print(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::stdout::print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::stdout::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod cli;
 mod commands;
 mod connection;
 mod manifest;
 mod output;
+mod stdout;
 mod three_way;
 
 use std::process::ExitCode;

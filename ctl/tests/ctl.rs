@@ -968,3 +968,24 @@ async fn rollout_status_of_stateful_and_daemon_sets_follows_kubernetes_rules() {
         stderr(&unsupported)
     );
 }
+
+#[tokio::test]
+async fn a_closed_output_pipe_ends_ctl_quietly_as_sigpipe_does() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let cluster = cluster().await;
+    for i in 0..3 {
+        cluster.ok(&["create", "cm", &format!("piped-{i}"), "--from-literal=a=b"]);
+    }
+    // The reader is gone before ctl writes a byte, as `ctl get cm | true` can be.
+    let (read, write) = nix::unistd::pipe().expect("a pipe");
+    drop(read);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+        .arg(format!("--server={}", cluster.apiserver.grpc_endpoint()))
+        .args(["get", "cm", "-o", "name"])
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .expect("ctl runs");
+    assert_eq!(output.status.signal(), Some(nix::libc::SIGPIPE), "{:?}: {}", output.status, stderr(&output));
+    assert_eq!(stderr(&output), "", "nothing to say about it");
+}

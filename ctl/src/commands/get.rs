@@ -202,8 +202,6 @@ async fn watch(
         };
         headers = false;
         print!("{text}");
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
     }
     anyhow::bail!("the watch was closed by the server")
 }

@@ -128,9 +128,8 @@ pub async fn logs(connection: &Connection, args: &LogsArgs) -> Result<()> {
     };
     let mut client = channel(connection).await?;
     let mut stream = client.logs(request).await.map_err(failure)?.into_inner();
-    let mut stdout = std::io::stdout().lock();
     while let Some(chunk) = stream.message().await.map_err(failure)? {
-        stdout.write_all(&chunk.data).and_then(|()| stdout.flush()).context("writing the log")?;
+        crate::stdout::write_all(&chunk.data);
     }
     Ok(())
 }
@@ -229,10 +228,7 @@ pub async fn exec(connection: &Connection, args: &ExecArgs) -> Result<()> {
     let mut code = None;
     while let Some(message) = stream.message().await.map_err(failure)? {
         match message.output {
-            Some(exec_output::Output::Stdout(data)) => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&data).and_then(|()| out.flush()).context("writing stdout")?;
-            }
+            Some(exec_output::Output::Stdout(data)) => crate::stdout::write_all(&data),
             Some(exec_output::Output::Stderr(data)) => {
                 let mut err = std::io::stderr().lock();
                 err.write_all(&data).and_then(|()| err.flush()).context("writing stderr")?;
