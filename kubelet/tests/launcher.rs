@@ -1,6 +1,7 @@
 //! The launcher on its own (the real kubelet binary's `__launcher`): it forks helpers
 //! with the stdio it is handed and the command line they would have had exec'd, reports
-//! how each ended, refuses what is not a helper, and is started again after it dies.
+//! how each ended, kills one whose handle is dropped when asked to, refuses what is not
+//! a helper, and is started again after it dies.
 //! Needs no root: the helper used is a pause process that makes no namespace.
 
 use std::os::unix::process::ExitStatusExt as _;
@@ -41,7 +42,7 @@ fn parent(pid: i32) -> i32 {
 async fn helpers_are_forked_with_their_stdio_and_command_line_and_their_exits_reported() {
     let launcher = launcher();
     let mut children = Children(Vec::new());
-    let (helper, said) = pause(&launcher, "pod-a").await.unwrap();
+    let (mut helper, said) = pause(&launcher, "pod-a").await.unwrap();
     children.0.push(helper.pid);
     assert_eq!(said, "ok\n", "the helper's stdout is the pipe handed over");
     let args = command_line(helper.pid);
@@ -53,7 +54,7 @@ async fn helpers_are_forked_with_their_stdio_and_command_line_and_their_exits_re
     assert_eq!(nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(helper.pid))).unwrap().as_raw(), helper.pid);
 
     // A second helper comes from the same launcher.
-    let (other, _) = pause(&launcher, "pod-b").await.unwrap();
+    let (mut other, _) = pause(&launcher, "pod-b").await.unwrap();
     children.0.push(other.pid);
     assert_eq!(parent(other.pid), launcher_pid);
 
@@ -62,6 +63,17 @@ async fn helpers_are_forked_with_their_stdio_and_command_line_and_their_exits_re
     let status = tokio::time::timeout(Duration::from_secs(10), helper.wait()).await.expect("the exit is reported");
     assert_eq!(status.and_then(|s| s.signal()), Some(15), "{status:?}");
     assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "reaped by the launcher");
+
+    // One killed on drop dies with its handle (through its pidfd), and is reaped.
+    let (doomed, _) = pause(&launcher, "pod-d").await.unwrap();
+    let doomed_pid = doomed.pid;
+    children.0.push(doomed_pid);
+    drop(doomed.kill_on_drop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(format!("/proc/{doomed_pid}")).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "a helper dropped with kill_on_drop lives on");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Anything but a helper is refused, and the launcher goes on serving.
     let stdio = [launcher::null().unwrap(), launcher::null().unwrap(), launcher::null().unwrap()];

@@ -599,3 +599,51 @@ async fn share_process_namespace_gives_the_pods_containers_one_pid_namespace_who
     });
     assert!(!left, "the pod's pause processes are gone with it");
 }
+
+#[tokio::test]
+async fn an_exec_probe_that_outlives_its_timeout_fails_and_its_helper_is_killed() {
+    if !root() {
+        return;
+    }
+    let node = Node::start(8).await;
+    node.create_pod(json!({
+        "metadata": {"name": "slow"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "slow", "image": "rudder/busybox:test", "command": ["sleep", "3600"],
+                "readinessProbe": {"exec": {"command": ["sleep", "30"]}, "timeoutSeconds": 1, "periodSeconds": 1}
+            }]
+        }
+    }))
+    .await;
+    let pod = node
+        .wait_pod("slow", "running", |p| container(p, "slow").state.as_ref().is_some_and(|s| s.running.is_some()))
+        .await;
+    let uid = pod.metadata.as_ref().unwrap().uid.clone();
+    // Each probe runs in an exec helper; one past its timeout is killed, so at most
+    // the current one is ever alive, however many probes have timed out.
+    let helpers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                std::fs::read(entry.path().join("cmdline")).is_ok_and(|raw| {
+                    let line = String::from_utf8_lossy(&raw);
+                    line.contains("__exec") && line.contains(uid.as_str())
+                })
+            })
+            .count()
+    };
+    let mut most = 0;
+    for _ in 0..50 {
+        most = most.max(helpers());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most >= 1, "no probe ran");
+    assert!(most <= 1, "{most} probe helpers alive at once: timed-out probes were not killed");
+    let pod = node.pods().get("slow").await.unwrap();
+    assert!(!container(&pod, "slow").ready, "a probe that times out does not pass");
+    node.pods().delete("slow", Default::default()).await.unwrap();
+    node.wait_gone("slow").await;
+}

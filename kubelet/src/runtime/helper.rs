@@ -1,8 +1,7 @@
 //! The helper processes, run as hidden subcommands of the kubelet binary itself (as
-//! `runc init` is): the kubelet's async, multi-threaded process never forks. `__pause`
-//! and `__container` are forked by the single-threaded launcher (`launcher`), `__exec`
-//! is exec'd as `kubelet __exec DIR -- CMD...`; either way a helper is single-threaded
-//! from its first instruction, so forking and setting up namespaces in it is safe.
+//! `runc init` is): the kubelet's async, multi-threaded process never forks. The
+//! single-threaded launcher (`launcher`) forks them, so a helper is single-threaded from
+//! its first instruction and forking and setting up namespaces in it is safe.
 //!
 //! - `__pause NAMESPACES HOSTNAME`: unshares the pod's namespaces (net,ipc,uts, and pid
 //!   for shareProcessNamespace, whose init it forks), says "ok" on stdout and sleeps,

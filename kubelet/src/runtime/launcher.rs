@@ -1,10 +1,10 @@
 //! The launcher: one single-threaded helper process (`kubelet __launcher`, exec'd once
-//! per kubelet) that forks the pod helpers (`__pause`, `__container`) when the kubelet
-//! asks, instead of the kubelet exec'ing its own binary for each of them. A fork of a
-//! small single-threaded process costs a fraction of an exec: no dynamic loading and
-//! relocation of a large binary, and none of the CPU-feature probing glibc and libgcc
-//! do at every program start (each `cpuid` traps to the hypervisor in a VM). It was the
-//! largest cost of a helper's start (measured by bench pod-startup).
+//! per kubelet) that forks the kubelet's helpers (`__pause`, `__container`, `__exec`)
+//! when the kubelet asks, instead of the kubelet exec'ing its own binary for each of
+//! them. A fork of a small single-threaded process costs a fraction of an exec: no
+//! dynamic loading and relocation of a large binary, and none of the CPU-feature probing
+//! glibc and libgcc do at every program start (each `cpuid` traps to the hypervisor in
+//! a VM). It was the largest cost of a helper's start (measured by bench pod-startup).
 //!
 //! The kubelet's multi-threaded process still never forks: the launcher is its only
 //! exec'd helper, and forks only itself. A forked helper runs exactly the code an
@@ -15,8 +15,10 @@
 //! Protocol, on a SOCK_SEQPACKET socket that is the launcher's stdin:
 //! - kubelet -> launcher: `id (u64 LE) | argv joined by NUL`, with three descriptors
 //!   (SCM_RIGHTS) for the helper's stdin, stdout and stderr;
-//! - launcher -> kubelet: `S id pid` once forked, `F id errno` when the fork failed,
-//!   and `X pid status` (the raw wait status) when a helper it forked has exited.
+//! - launcher -> kubelet: `S id pid` once forked, with a pidfd of the helper (which the
+//!   kubelet signals it through: the launcher reaps it, so its pid alone could name a
+//!   later process), `F id errno` when the fork failed, and `X pid status` (the raw wait
+//!   status) when a helper it forked has exited.
 //!
 //! The launcher exits when the kubelet closes its end (the kubelet stopped or died);
 //! the helpers run on, as they did when the kubelet exec'd them, and a restarted
@@ -34,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv, recvmsg, send, sendmsg,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, send, sendmsg,
     socketpair,
 };
 use tokio::io::unix::AsyncFd;
@@ -46,7 +48,7 @@ use super::helper;
 pub const LAUNCHER: &str = "__launcher";
 
 /// The helpers the launcher forks; anything else is refused.
-const LAUNCHED: [&str; 2] = [helper::PAUSE, helper::CONTAINER];
+const LAUNCHED: [&str; 3] = [helper::PAUSE, helper::CONTAINER, helper::EXEC];
 
 /// The longest request: a helper's few arguments are far shorter.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -74,14 +76,58 @@ pub enum LaunchError {
 /// A helper the launcher forked.
 pub struct Helper {
     pub pid: i32,
-    exit: oneshot::Receiver<i32>,
+    exit: Option<oneshot::Receiver<i32>>,
+    /// Names the process even once it has exited and been reaped, so a signal sent
+    /// through it can never reach a later process with its pid (the launcher, not the
+    /// kubelet, reaps it). None on kernels before 5.3.
+    pidfd: Option<OwnedFd>,
+    kill_on_drop: bool,
 }
 
 impl Helper {
     /// Waits until the helper has exited: its status, or None when the launcher went
     /// away first (the helper may still run; its records tell).
-    pub async fn wait(self) -> Option<ExitStatus> {
-        self.exit.await.ok().map(ExitStatus::from_raw)
+    pub async fn wait(&mut self) -> Option<ExitStatus> {
+        let status = self.exit.as_mut()?.await.ok().map(ExitStatus::from_raw);
+        self.exit = None;
+        self.kill_on_drop = false;
+        status
+    }
+
+    /// Kills the helper (SIGKILL) if it is dropped before `wait` has seen it exit.
+    pub fn kill_on_drop(mut self) -> Helper {
+        self.kill_on_drop = true;
+        self
+    }
+
+    /// Sends SIGKILL; nothing once it has exited.
+    pub fn kill(&self) {
+        match &self.pidfd {
+            Some(pidfd) => {
+                // SAFETY: pidfd_send_signal with a pidfd this Helper owns, a valid
+                // signal, no siginfo and no flags.
+                unsafe {
+                    nix::libc::syscall(
+                        nix::libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        nix::libc::SIGKILL,
+                        std::ptr::null::<nix::libc::siginfo_t>(),
+                        0,
+                    )
+                };
+            }
+            None => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            self.kill();
+        }
     }
 }
 
@@ -97,7 +143,7 @@ impl Launcher {
         Launcher { program, current: tokio::sync::Mutex::new(None) }
     }
 
-    /// Forks the helper `args` (`__pause ...`, `__container DIR`) with the given stdin,
+    /// Forks the helper `args` (`__pause ...`, `__container DIR`, `__exec ...`) with the given stdin,
     /// stdout and stderr. A request the launcher never got (it had died) goes to a new
     /// launcher; one it got is never sent twice, since it may have forked already.
     pub async fn spawn(&self, args: &[&str], stdio: [OwnedFd; 3]) -> Result<Helper, LaunchError> {
@@ -243,18 +289,22 @@ impl Connection {
         loop {
             let mut ready = self.socket.readable().await?;
             let Ok(read) = ready.try_io(|socket| {
-                recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty()).map_err(std::io::Error::from)
+                let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+                let mut space = nix::cmsg_space!([RawFd; 1]);
+                let received =
+                    recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+                Ok((received.bytes, received_fds(&received).into_iter().next()))
             }) else {
                 continue;
             };
             match read? {
-                0 => return Ok(()),
-                n => self.handle(&buffer[..n]),
+                (0, _) => return Ok(()),
+                (n, pidfd) => self.handle(&buffer[..n], pidfd),
             }
         }
     }
 
-    fn handle(&self, message: &[u8]) {
+    fn handle(&self, message: &[u8], pidfd: Option<OwnedFd>) {
         let Ok(mut pending) = self.pending.lock() else { return };
         let int = |range: std::ops::Range<usize>| {
             message.get(range).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(i32::from_le_bytes)
@@ -267,7 +317,7 @@ impl Connection {
                 let (tell, exit) = oneshot::channel();
                 pending.exits.insert(pid, tell);
                 if let Some(waiter) = pending.spawns.remove(&id) {
-                    let _ = waiter.send(Ok(Helper { pid, exit }));
+                    let _ = waiter.send(Ok(Helper { pid, exit: Some(exit), pidfd, kill_on_drop: false }));
                 }
             }
             (Some(&FAILED), Some(id)) => {
@@ -382,18 +432,7 @@ pub fn serve() -> i32 {
         let (length, fds, truncated) =
             match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Ok(received) => {
-                    let fds: Vec<OwnedFd> = received
-                        .cmsgs()
-                        .into_iter()
-                        .flatten()
-                        .flat_map(|c| match c {
-                            // SAFETY: the kernel just installed these descriptors for us alone.
-                            ControlMessageOwned::ScmRights(fds) => {
-                                fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()
-                            }
-                            _ => Vec::new(),
-                        })
-                        .collect();
+                    let fds = received_fds(&received);
                     let truncated = received.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
                     (received.bytes, fds, truncated)
                 }
@@ -442,7 +481,13 @@ pub fn serve() -> i32 {
             }
             Ok(nix::unistd::ForkResult::Parent { child }) => {
                 drop(stdio);
-                reply(&socket, SPAWNED, &id, child.as_raw());
+                // Opened before the child can be reaped (only this loop reaps), so it
+                // names this child and no other.
+                // SAFETY: pidfd_open of a pid with no flags returns a new descriptor or -1.
+                let pidfd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, child.as_raw(), 0) };
+                // SAFETY: a descriptor pidfd_open just made for this process alone.
+                let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
+                reply_with(&socket, SPAWNED, &id, child.as_raw(), pidfd.as_ref());
             }
             Err(e) => reply(&socket, FAILED, &id, e as i32),
         }
@@ -450,10 +495,34 @@ pub fn serve() -> i32 {
 }
 
 fn reply(socket: &OwnedFd, kind: u8, id: &[u8; 8], value: i32) {
+    reply_with(socket, kind, id, value, None);
+}
+
+/// A reply, with a descriptor passed along when there is one.
+fn reply_with(socket: &OwnedFd, kind: u8, id: &[u8; 8], value: i32, fd: Option<&OwnedFd>) {
     let mut message = vec![kind];
     message.extend_from_slice(id);
     message.extend_from_slice(&value.to_le_bytes());
-    let _ = send(socket.as_raw_fd(), &message, MsgFlags::MSG_NOSIGNAL);
+    let fds: Vec<RawFd> = fd.iter().map(|fd| fd.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&fds)];
+    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let _ = sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(&message)], control, MsgFlags::MSG_NOSIGNAL, None);
+}
+
+/// The descriptors a message carried (SCM_RIGHTS), owned.
+fn received_fds(message: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
+    message
+        .cmsgs()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| match c {
+            // SAFETY: the kernel just installed these descriptors for this process alone.
+            ControlMessageOwned::ScmRights(fds) => {
+                fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 /// Reaps every helper that has exited and tells the kubelet.

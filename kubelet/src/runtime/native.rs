@@ -18,12 +18,12 @@
 //! upper directory (as Docker's init layer).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::AsyncBufReadExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::cgroups::Cgroups;
@@ -50,7 +50,6 @@ pub struct NativeRuntime {
     root: PathBuf,
     cgroups: Cgroups,
     cgroup_parent: String,
-    program: PathBuf,
     /// Gets the pod's uid when one of its containers or its sandbox exits.
     exits: mpsc::UnboundedSender<String>,
     log_rotation: Rotation,
@@ -62,6 +61,12 @@ pub struct NativeRuntime {
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Io { what, source }
+}
+
+/// Reads `from` to its end into `into`.
+async fn read_to_end(mut from: tokio::net::unix::pipe::Receiver, into: &mut Vec<u8>) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt as _;
+    from.read_to_end(into).await
 }
 
 fn now() -> i64 {
@@ -91,8 +96,7 @@ impl NativeRuntime {
             root: root.to_path_buf(),
             cgroups,
             cgroup_parent: cgroup_parent.to_string(),
-            launcher: Launcher::new(program.clone()),
-            program,
+            launcher: Launcher::new(program),
             exits,
             log_rotation: Rotation::default(),
             init_layer,
@@ -249,7 +253,7 @@ impl NativeRuntime {
         }
     }
 
-    fn reap(&self, child: launcher::Helper, uid: String) {
+    fn reap(&self, mut child: launcher::Helper, uid: String) {
         let exits = self.exits.clone();
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -455,22 +459,31 @@ impl Runtime for NativeRuntime {
     }
 
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
-        let dir = self.container_dir(id)?;
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg(helper::EXEC).arg(&dir).arg("--").args(command);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let child =
-            cmd.spawn().map_err(|e| RuntimeError::Container { id: id.into(), message: format!("exec: {e}") })?;
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(Ok(out)) => {
-                let mut output = out.stdout;
-                output.extend_from_slice(&out.stderr);
-                Ok(ExecResult { exit_code: out.status.code().unwrap_or(126), output })
-            }
-            Ok(Err(e)) => Err(RuntimeError::Container { id: id.into(), message: format!("exec: {e}") }),
-            Err(_) => {
-                Err(RuntimeError::Container { id: id.into(), message: format!("command timed out after {timeout:?}") })
-            }
+        let fail = |message: String| RuntimeError::Container { id: id.into(), message };
+        let dir = self.container_dir(id)?.to_string_lossy().into_owned();
+        let (stdout, stdout_end) = launcher::output_pipe().map_err(|e| fail(format!("exec: {e}")))?;
+        let (stderr, stderr_end) = launcher::output_pipe().map_err(|e| fail(format!("exec: {e}")))?;
+        let null = launcher::null().map_err(|e| fail(format!("exec: {e}")))?;
+        let args: Vec<&str> =
+            [helper::EXEC, dir.as_str(), "--"].into_iter().chain(command.iter().map(String::as_str)).collect();
+        let mut child = self
+            .launcher
+            .spawn(&args, [null, stdout_end, stderr_end])
+            .await
+            .map_err(|e| fail(format!("exec: {e}")))?
+            .kill_on_drop();
+        let run = async {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let (read_out, read_err) = tokio::join!(read_to_end(stdout, &mut out), read_to_end(stderr, &mut err));
+            read_out.and(read_err).map_err(|e| fail(format!("exec: {e}")))?;
+            let status = child.wait().await;
+            out.extend_from_slice(&err);
+            Ok(ExecResult { exit_code: status.and_then(|s| s.code()).unwrap_or(126), output: out })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            // Dropping the helper kills it.
+            Err(_) => Err(fail(format!("command timed out after {timeout:?}"))),
         }
     }
 
@@ -486,48 +499,48 @@ impl Runtime for NativeRuntime {
         if !dir.join("started.json").exists() || dir.join("exited.json").exists() {
             return Err(fail("is not running".into()));
         }
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg(helper::EXEC).arg(&dir);
+        let dir = dir.to_string_lossy().into_owned();
+        let mut args = vec![helper::EXEC, dir.as_str()];
         if tty.is_some() {
-            cmd.arg("--tty");
+            args.push("--tty");
         }
-        cmd.arg("--").args(command).kill_on_drop(true).process_group(0);
-        let spawn_err = |e: std::io::Error| fail(format!("starting the exec helper: {e}"));
-        let (child, session) = match tty {
+        args.push("--");
+        args.extend(command.iter().map(String::as_str));
+        let start_err = |e: &dyn std::fmt::Display| fail(format!("starting the exec helper: {e}"));
+        let (stdio, session) = match tty {
             Some(size) => {
                 let (terminal, slave) = Terminal::open(size).map_err(|e| fail(format!("opening a terminal: {e}")))?;
-                let copy = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).map_err(spawn_err);
-                cmd.stdin(copy(&slave)?).stdout(copy(&slave)?).stderr(Stdio::from(slave));
-                let child = cmd.spawn().map_err(spawn_err)?;
-                // Our copies of the slave side must close, or the terminal never ends.
-                drop(cmd);
+                let copy = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(|e| start_err(&e));
+                let stdio = [copy(&slave)?, copy(&slave)?, slave];
                 let (reader, writer) = terminal.io().map_err(|e| fail(format!("terminal: {e}")))?;
                 let stdin = stdin.then_some(writer);
-                (child, (stdin, reader, None, Some(terminal)))
+                (stdio, (stdin, reader, None, Some(terminal)))
             }
             None => {
-                cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let mut child = cmd.spawn().map_err(spawn_err)?;
-                let input =
-                    child.stdin.take().map(|w| Box::pin(w) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>);
-                let stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".into()))?;
-                let stderr = child.stderr.take().ok_or_else(|| fail("no stderr pipe".into()))?;
-                let stderr = Box::pin(stderr) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
-                (child, (input, Box::pin(stdout) as _, Some(stderr), None))
+                let (input, input_end): (Option<Pin<Box<dyn AsyncWrite + Send>>>, _) = if stdin {
+                    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| start_err(&e))?;
+                    let write = tokio::net::unix::pipe::Sender::from_owned_fd(write).map_err(|e| start_err(&e))?;
+                    (Some(Box::pin(write)), read)
+                } else {
+                    (None, launcher::null().map_err(|e| start_err(&e))?)
+                };
+                let (stdout, stdout_end) = launcher::output_pipe().map_err(|e| start_err(&e))?;
+                let (stderr, stderr_end) = launcher::output_pipe().map_err(|e| start_err(&e))?;
+                let stderr = Box::pin(stderr) as Pin<Box<dyn AsyncRead + Send>>;
+                ([input_end, stdout_end, stderr_end], (input, Box::pin(stdout) as _, Some(stderr), None))
             }
         };
+        // Our copies of the terminal's slave side close here, or the terminal never ends.
+        let mut child = self.launcher.spawn(&args, stdio).await.map_err(|e| start_err(&e))?.kill_on_drop();
         let (stdin, stdout, stderr, terminal) = session;
         let id = id.to_string();
         let exit = Box::pin(async move {
-            let mut child = child;
             match child.wait().await {
-                Ok(status) => Ok(status
+                Some(status) => Ok(status
                     .code()
                     .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
                     .unwrap_or(126)),
-                Err(e) => Err(RuntimeError::Container { id, message: format!("waiting for the exec helper: {e}") }),
+                None => Err(RuntimeError::Container { id, message: "the exec helper's launcher went away".into() }),
             }
         });
         Ok(ExecSession { stdin, stdout, stderr, terminal, exit })
