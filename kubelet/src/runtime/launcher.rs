@@ -143,9 +143,9 @@ impl Launcher {
         Launcher { program, current: tokio::sync::Mutex::new(None) }
     }
 
-    /// Forks the helper `args` (`__pause ...`, `__container DIR`, `__exec ...`) with the given stdin,
-    /// stdout and stderr. A request the launcher never got (it had died) goes to a new
-    /// launcher; one it got is never sent twice, since it may have forked already.
+    /// Forks the helper `args` (`__pause ...`, `__container DIR`, `__exec ...`) with the
+    /// given stdin, stdout and stderr. A request the launcher never got (it had died)
+    /// goes to a new launcher; one it got is never sent twice: it may have forked.
     pub async fn spawn(&self, args: &[&str], stdio: [OwnedFd; 3]) -> Result<Helper, LaunchError> {
         let mut retried = false;
         loop {
@@ -365,6 +365,13 @@ pub fn kubelet_stderr() -> std::io::Result<OwnedFd> {
 pub fn output_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, OwnedFd)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((tokio::net::unix::pipe::Receiver::from_owned_fd(read)?, write))
+}
+
+/// The stdio of a helper that answers the kubelet on stdout (pause, container): no
+/// input, its stdout a pipe to the kubelet (whose end comes first), the kubelet's stderr.
+pub fn answering_stdio() -> std::io::Result<(tokio::net::unix::pipe::Receiver, [OwnedFd; 3])> {
+    let (answer, stdout) = output_pipe()?;
+    Ok((answer, [null()?, stdout, kubelet_stderr()?]))
 }
 
 // The launcher's side, in the `__launcher` process.

@@ -283,10 +283,7 @@ impl Runtime for NativeRuntime {
         };
         let namespaces = sandbox.held().join(",");
         let start_err = |e: &dyn std::fmt::Display| fail(format!("starting the pause process: {e}"));
-        let (stdout, write) = launcher::output_pipe().map_err(|e| start_err(&e))?;
-        let stdio = [launcher::null(), Ok(write), launcher::kubelet_stderr()];
-        let stdio = stdio.into_iter().collect::<std::io::Result<Vec<_>>>().map_err(|e| start_err(&e))?;
-        let stdio = stdio.try_into().map_err(|_| start_err(&"three descriptors"))?;
+        let (stdout, stdio) = launcher::answering_stdio().map_err(|e| start_err(&e))?;
         let child = self
             .launcher
             .spawn(&[helper::PAUSE, namespaces.as_str(), &config.hostname, uid], stdio)
@@ -298,7 +295,7 @@ impl Runtime for NativeRuntime {
         // "ok", or "ok PID" when it forked the init of a shared PID namespace.
         let said = line.trim().strip_prefix(helper::PAUSE_READY).filter(|_| matches!(read, Ok(Ok(_))));
         let Some(init) = said.map(|rest| rest.trim().parse::<i32>().ok()) else {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            child.kill();
             return Err(fail("the pause process did not set up the namespaces (see the kubelet's log)".into()));
         };
         // Read while the pause process certainly lives: it waits for the kubelet.
@@ -408,10 +405,7 @@ impl Runtime for NativeRuntime {
         // complaints (a log it cannot write) to DIR/monitor.log, which it makes only
         // then; anything else (a panic) to the kubelet's stderr, as the pause process's.
         let start_err = |e: &dyn std::fmt::Display| fail(format!("starting the container helper: {e}"));
-        let (said, write) = launcher::output_pipe().map_err(|e| start_err(&e))?;
-        let stdio = [launcher::null(), Ok(write), launcher::kubelet_stderr()];
-        let stdio = stdio.into_iter().collect::<std::io::Result<Vec<_>>>().map_err(|e| start_err(&e))?;
-        let stdio = stdio.try_into().map_err(|_| start_err(&"three descriptors"))?;
+        let (said, stdio) = launcher::answering_stdio().map_err(|e| start_err(&e))?;
         let dir_text = dir.to_string_lossy();
         let child = self.launcher.spawn(&[helper::CONTAINER, &dir_text], stdio).await.map_err(|e| start_err(&e))?;
         self.reap(child, uid.clone());
