@@ -601,7 +601,7 @@ async fn share_process_namespace_gives_the_pods_containers_one_pid_namespace_who
 }
 
 #[tokio::test]
-async fn an_exec_probe_that_outlives_its_timeout_fails_and_its_helper_is_killed() {
+async fn an_exec_probe_that_outlives_its_timeout_fails_and_its_helper_and_command_are_killed() {
     if !root() {
         return;
     }
@@ -635,13 +635,23 @@ async fn an_exec_probe_that_outlives_its_timeout_fails_and_its_helper_is_killed(
             })
             .count()
     };
-    let mut most = 0;
+    // Nor does its command live on in the container.
+    let commands = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|raw| raw == b"sleep\x0030\x00"))
+            .count()
+    };
+    let (mut most, mut most_commands) = (0, 0);
     for _ in 0..50 {
         most = most.max(helpers());
+        most_commands = most_commands.max(commands());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(most >= 1, "no probe ran");
     assert!(most <= 1, "{most} probe helpers alive at once: timed-out probes were not killed");
+    assert!(most_commands <= 1, "{most_commands} probe commands alive at once: they outlived their helpers");
     let pod = node.pods().get("slow").await.unwrap();
     assert!(!container(&pod, "slow").ready, "a probe that times out does not pass");
     node.pods().delete("slow", Default::default()).await.unwrap();

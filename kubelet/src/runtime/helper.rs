@@ -796,6 +796,21 @@ fn default_signals() {
     );
 }
 
+/// The command ends when its exec helper does: the kubelet kills the helper of a probe
+/// past its timeout or of an exec session whose client went away, and the command must
+/// not live on in the container (containerd kills such an exec's process). Set last,
+/// since a change of user clears it. The helper is outside the container's PID
+/// namespace, so the command sees its parent as pid 0 until the helper is gone.
+fn end_with_this_helper() {
+    let parent = nix::unistd::getppid();
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is involved.
+    unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL as nix::libc::c_ulong, 0, 0, 0) };
+    if nix::unistd::getppid() != parent {
+        // SAFETY: see `fail`.
+        unsafe { nix::libc::_exit(137) }
+    }
+}
+
 fn exec(args: &[String]) -> i32 {
     let tty = args.get(1).is_some_and(|a| a == "--tty");
     let skip = if tty { 2 } else { 1 };
@@ -868,6 +883,7 @@ fn exec(args: &[String]) -> i32 {
                 }
                 let cwd = if launch.cwd.is_empty() { "/" } else { launch.cwd.as_str() };
                 let _ = nix::unistd::chdir(cwd);
+                end_with_this_helper();
                 exec_program(&program, command, &env)
             })();
             let Err(message) = result;
