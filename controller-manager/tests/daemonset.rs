@@ -98,14 +98,15 @@ async fn a_daemon_set_follows_nodes_joining_leaving_and_being_tainted() {
     nodes.delete("b", Default::default()).await.unwrap();
     common::eventually("b's pod gone with b", || on_exactly(&pods, "agent", &["a", "c"])).await;
 
-    let mut a = nodes.get("a").await.unwrap();
-    a.spec.get_or_insert_with(Default::default).taints.push(Taint {
-        key: "dedicated".into(),
-        value: "db".into(),
-        effect: "NoExecute".into(),
-        time_added: None,
-    });
-    nodes.update(&a).await.unwrap();
+    common::update_node(&nodes, "a", |a| {
+        a.spec.get_or_insert_with(Default::default).taints.push(Taint {
+            key: "dedicated".into(),
+            value: "db".into(),
+            effect: "NoExecute".into(),
+            time_added: None,
+        })
+    })
+    .await;
     common::eventually("a's pod removed by the NoExecute taint", || on_exactly(&pods, "agent", &["c"])).await;
     common::eventually("status counts c only", || async {
         let status = sets.get("agent").await.unwrap().status.unwrap_or_default();
@@ -115,9 +116,10 @@ async fn a_daemon_set_follows_nodes_joining_leaving_and_being_tainted() {
 
     // The edge set runs only where the label says.
     assert!(pods_by_node(&pods, "edge").await.is_empty(), "no node is labelled role=edge yet");
-    let mut c = nodes.get("c").await.unwrap();
-    c.metadata_mut().labels.insert("role".into(), "edge".into());
-    nodes.update(&c).await.unwrap();
+    common::update_node(&nodes, "c", |c| {
+        c.metadata_mut().labels.insert("role".into(), "edge".into());
+    })
+    .await;
     common::eventually("an edge pod on c", || on_exactly(&pods, "edge", &["c"])).await;
 
     // A new template rolls out; the untainted node gets the new pod.

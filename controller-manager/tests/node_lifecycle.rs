@@ -220,21 +220,15 @@ async fn a_user_no_execute_taint_evicts_only_the_pods_that_do_not_tolerate_it() 
         common::set_pod_phase(&pods, name, "Running", true).await;
     }
 
-    // The controller-manager writes the node too (its pod CIDR): retry on a conflict.
-    for attempt in 0.. {
-        let mut node = nodes.get("n2").await.unwrap();
+    common::update_node(&nodes, "n2", |node| {
         node.spec.get_or_insert_with(Default::default).taints.push(Taint {
             key: "dedicated".into(),
             value: "db".into(),
             effect: "NoExecute".into(),
             time_added: None,
-        });
-        match nodes.update(&node).await {
-            Ok(_) => break,
-            Err(e) if e.is(proto::Reason::Conflict) && attempt < 20 => continue,
-            Err(e) => panic!("tainting n2: {e}"),
-        }
-    }
+        })
+    })
+    .await;
 
     common::eventually("the pod without the toleration evicted", || async {
         pods.get_opt("plain").await.unwrap().is_none_or(|p| p.metadata().deletion_timestamp.is_some())

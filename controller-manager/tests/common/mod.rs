@@ -116,6 +116,25 @@ pub async fn set_pod_phase(api: &client::Api<proto::core::v1::Pod>, name: &str, 
     panic!("pod {name}'s status kept conflicting");
 }
 
+/// Changes a node with `change`, retrying conflicts: the controller-manager writes
+/// nodes too (their pod CIDRs, its taints).
+pub async fn update_node(
+    api: &client::Api<proto::core::v1::Node>,
+    name: &str,
+    change: impl Fn(&mut proto::core::v1::Node),
+) {
+    for _ in 0..20 {
+        let mut node = api.get(name).await.unwrap_or_else(|e| panic!("reading node {name}: {e}"));
+        change(&mut node);
+        match api.update(&node).await {
+            Ok(_) => return,
+            Err(e) if e.is(proto::Reason::Conflict) => continue,
+            Err(e) => panic!("updating node {name}: {e}"),
+        }
+    }
+    panic!("node {name} kept conflicting");
+}
+
 /// Aborts a spawned helper (a fake kubelet) when the test ends, also on failure.
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
