@@ -338,12 +338,6 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
@@ -413,6 +407,8 @@ pub fn serve() -> i32 {
         }
     };
     let argv0 = std::env::args_os().next().unwrap_or_default();
+    // Every helper forked from here has its arguments where this process has them.
+    let arguments = argument_area();
     let mut buffer = vec![0u8; MAX_REQUEST];
     loop {
         let mut polled = [
@@ -482,7 +478,7 @@ pub fn serve() -> i32 {
                     unsafe { nix::libc::dup2(fd.as_raw_fd(), target as RawFd) };
                 }
                 drop(stdio);
-                set_command_line(&argv0, &args);
+                set_command_line(arguments, &argv0, &args);
                 helper::dispatch(&args);
                 std::process::exit(127);
             }
@@ -553,9 +549,9 @@ fn report_exits(socket: &OwnedFd) {
 /// from the process's own argument area, which the launcher was given room in (see
 /// `COMMAND_LINE_ROOM`): the helper's arguments are written over it, padded with NULs,
 /// through /proc/self/mem. A line that does not fit leaves the launcher's own.
-fn set_command_line(argv0: &OsStr, args: &[String]) {
+fn set_command_line(arguments: Option<(u64, u64)>, argv0: &OsStr, args: &[String]) {
     use std::os::unix::fs::FileExt as _;
-    let Some((start, end)) = argument_area() else { return };
+    let Some((start, end)) = arguments else { return };
     let mut line = argv0.as_bytes().to_vec();
     line.push(0);
     for arg in args {

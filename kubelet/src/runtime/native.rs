@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::cgroups::Cgroups;
@@ -61,12 +61,6 @@ pub struct NativeRuntime {
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Io { what, source }
-}
-
-/// Reads `from` to its end into `into`.
-async fn read_to_end(mut from: tokio::net::unix::pipe::Receiver, into: &mut Vec<u8>) -> std::io::Result<usize> {
-    use tokio::io::AsyncReadExt as _;
-    from.read_to_end(into).await
 }
 
 fn now() -> i64 {
@@ -455,8 +449,8 @@ impl Runtime for NativeRuntime {
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
         let fail = |message: String| RuntimeError::Container { id: id.into(), message };
         let dir = self.container_dir(id)?.to_string_lossy().into_owned();
-        let (stdout, stdout_end) = launcher::output_pipe().map_err(|e| fail(format!("exec: {e}")))?;
-        let (stderr, stderr_end) = launcher::output_pipe().map_err(|e| fail(format!("exec: {e}")))?;
+        let (mut stdout, stdout_end) = launcher::output_pipe().map_err(|e| fail(format!("exec: {e}")))?;
+        let (mut stderr, stderr_end) = launcher::output_pipe().map_err(|e| fail(format!("exec: {e}")))?;
         let null = launcher::null().map_err(|e| fail(format!("exec: {e}")))?;
         let args: Vec<&str> =
             [helper::EXEC, dir.as_str(), "--"].into_iter().chain(command.iter().map(String::as_str)).collect();
@@ -468,7 +462,7 @@ impl Runtime for NativeRuntime {
             .kill_on_drop();
         let run = async {
             let (mut out, mut err) = (Vec::new(), Vec::new());
-            let (read_out, read_err) = tokio::join!(read_to_end(stdout, &mut out), read_to_end(stderr, &mut err));
+            let (read_out, read_err) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
             read_out.and(read_err).map_err(|e| fail(format!("exec: {e}")))?;
             let status = child.wait().await;
             out.extend_from_slice(&err);

@@ -6,17 +6,26 @@
 
 /// The start time of `pid` (clock ticks after boot), None when it does not exist.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22; the name before it (field 2, in parentheses) may hold spaces.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    stat(pid).map(|(_, start)| start)
 }
 
 /// Whether `pid` is the process recorded with `start` (a start time; 0 in older
 /// records, which then need `needle` among the process's arguments), alive and not a
 /// zombie.
 pub fn is_recorded(pid: i32, start: u64, needle: &str) -> bool {
-    let same = if start != 0 { start_time(pid) == Some(start) } else { has_argument(pid, needle) };
-    same && !is_zombie(pid)
+    let Some((state, started)) = stat(pid) else { return false };
+    let same = if start != 0 { started == start } else { has_argument(pid, needle) };
+    same && state != 'Z'
+}
+
+/// A process's state letter (field 3 of /proc/PID/stat) and start time (field 22), in
+/// one read.
+fn stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name before them (field 2, in parentheses) may hold spaces.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// Whether `pid` runs with `needle` among its arguments.
@@ -24,12 +33,6 @@ fn has_argument(pid: i32, needle: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|raw| raw.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()))
         .unwrap_or(false)
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(false))
-        .unwrap_or(true)
 }
 
 #[cfg(test)]
