@@ -3,6 +3,9 @@
 //! 1. Creates/s and latency through the apiserver at concurrency 16 and 64, against
 //!    raw etcd create-if-absent transactions of the same payloads at the same
 //!    concurrency (the ceiling: the apiserver does one such transaction per create).
+//!    Each apiserver run is compared with the raw runs before and after it, and every
+//!    run reports what each process spent per create, so a change in the ratio can be
+//!    traced to etcd, the apiserver or the load generator.
 //! 2. Watch fan-out: events/s delivered to 1,000 concurrent watchers.
 //! 3. Mutating latency at a steady 1,000 writes/s.
 
@@ -32,6 +35,31 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Context switches so far, voluntary and not, over all of a process's threads: each is
+/// a wake-up or preemption, which costs far more than its syscall on a virtual machine.
+fn context_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        // A thread may have ended since the directory was read.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        total += status
+            .lines()
+            .filter(|line| line.contains("ctxt_switches:"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(total)
+}
+
+/// etcd's WAL fsyncs so far, from its /metrics: each ends one raft batch of writes.
+async fn etcd_fsyncs(address: &str) -> Option<u64> {
+    let (_, metrics) = testkit::http_get(address, "/metrics").await.ok()?;
+    metrics
+        .lines()
+        .find(|line| line.starts_with("etcd_disk_wal_fsync_duration_seconds_count"))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
 /// The pid of this process's child named `name` (testkit's etcd does not expose it).
 fn child_pid(name: &str) -> Option<u32> {
     let me = std::process::id().to_string();
@@ -48,20 +76,35 @@ fn child_pid(name: &str) -> Option<u32> {
 struct Processes {
     etcd: Option<u32>,
     apiserver: Option<u32>,
+    /// host:port of etcd's client URL, which also serves its /metrics.
+    etcd_address: String,
 }
 
-/// CPU time used by each process during one measurement.
+/// CPU time used by each process during one measurement, and context switches made.
 #[derive(Default)]
 struct CpuUse {
     etcd: Duration,
     apiserver: Duration,
     bench: Duration,
+    /// Context switches of etcd, the apiserver and the bench.
+    switches: [u64; 3],
+    /// etcd's WAL fsyncs, where its metrics could be read.
+    fsyncs: Option<u64>,
 }
 
 impl Processes {
-    fn sample(&self) -> CpuUse {
+    async fn sample(&self) -> CpuUse {
+        let fsyncs = etcd_fsyncs(&self.etcd_address).await;
         let of = |pid: Option<u32>| pid.and_then(cpu_time).unwrap_or_default();
-        CpuUse { etcd: of(self.etcd), apiserver: of(self.apiserver), bench: of(Some(std::process::id())) }
+        let switches = |pid: Option<u32>| pid.and_then(context_switches).unwrap_or_default();
+        let bench = Some(std::process::id());
+        CpuUse {
+            etcd: of(self.etcd),
+            apiserver: of(self.apiserver),
+            bench: of(bench),
+            switches: [switches(self.etcd), switches(self.apiserver), switches(bench)],
+            fsyncs,
+        }
     }
 }
 
@@ -71,17 +114,27 @@ impl CpuUse {
             etcd: self.etcd.saturating_sub(before.etcd),
             apiserver: self.apiserver.saturating_sub(before.apiserver),
             bench: self.bench.saturating_sub(before.bench),
+            switches: std::array::from_fn(|i| self.switches[i].saturating_sub(before.switches[i])),
+            fsyncs: self.fsyncs.zip(before.fsyncs).map(|(now, then)| now.saturating_sub(then)),
         }
     }
 
-    /// CPU microseconds per operation, per process.
+    /// CPU microseconds and context switches per operation, per process.
     fn per_op(&self, ops: usize) -> String {
         let us = |d: Duration| d.as_secs_f64() * 1e6 / ops.max(1) as f64;
+        let per = |n: u64| n as f64 / ops.max(1) as f64;
+        let batch = match self.fsyncs {
+            Some(fsyncs) => format!("{:.1}", ops as f64 / fsyncs.max(1) as f64),
+            None => "?".to_string(),
+        };
         format!(
-            "cpu/op: etcd {:>4.0} us  apiserver {:>4.0} us  bench {:>4.0} us",
+            "cpu/op: etcd {:>4.0} us  apiserver {:>4.0} us  bench {:>4.0} us | switches/op {:.1}/{:.1}/{:.1} | ops/fsync {batch}",
             us(self.etcd),
             us(self.apiserver),
-            us(self.bench)
+            us(self.bench),
+            per(self.switches[0]),
+            per(self.switches[1]),
+            per(self.switches[2]),
         )
     }
 }
@@ -107,8 +160,9 @@ pub struct Options {
     /// Seconds of steady 1,000 writes/s.
     #[arg(long, default_value_t = 10)]
     steady_seconds: u64,
-    /// Rounds of the creates comparison per concurrency level. Rounds alternate raw etcd
-    /// and apiserver runs, so load from other processes on the machine affects both.
+    /// Rounds of the creates comparison per concurrency level: each is an apiserver run
+    /// between two raw etcd runs (the first round's second is the next one's first), so
+    /// load from other processes on the machine, and etcd's growing store, affect both.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Only the creates comparison (no watch fan-out, no steady load).
@@ -157,29 +211,43 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             None => "one per core".to_string(),
         },
     );
-    println!("creates of ~1 KiB ConfigMaps, {} per run; each round runs raw etcd, then the apiserver", options.creates);
+    println!("creates of ~1 KiB ConfigMaps, {} per run; raw etcd and apiserver runs alternate", options.creates);
+    println!(
+        "(switches/op: context switches of etcd/apiserver/bench per create; ops/fsync: creates per etcd WAL fsync)"
+    );
     println!();
     println!("{:<34} {:>10}  latency", "creates", "per second");
 
-    let processes = Processes { etcd: child_pid("etcd"), apiserver: apiserver.pid() };
+    let etcd_address = etcd.endpoints()[0].trim_start_matches("http://").to_string();
+    let processes = Processes { etcd: child_pid("etcd"), apiserver: apiserver.pid(), etcd_address };
     if options.raw_watched {
         println!("(raw etcd runs watched: each has an etcd watch on its keys)");
     }
     let rounds = options.rounds.max(1);
+    let show = |target: &str, concurrency: usize, round: usize, run: &Run| {
+        let tag = format!("{target} {concurrency} clients, run {round}");
+        println!("{:<34} {:>10.0}  {}", tag, run.rate, run.latencies.summary());
+        println!("{:<34} {:>10}  {}", "", "", run.cpu.per_op(options.creates));
+    };
     for &concurrency in &options.clients {
         let mut ratios = Vec::with_capacity(rounds);
+        let raw_run =
+            |round| raw_etcd_creates(&etcd, &processes, concurrency, round, options.creates, options.raw_watched);
+        let mut raw_before = raw_run(0).await?;
+        show("raw etcd txn,", concurrency, 1, &raw_before);
         for round in 0..rounds {
-            let raw =
-                raw_etcd_creates(&etcd, &processes, concurrency, round, options.creates, options.raw_watched).await?;
-            let api = apiserver_creates(&apiserver, &processes, concurrency, round, options.creates).await?;
-            let ratio = 100.0 * api.rate / raw.rate;
+            let (api, split) = apiserver_creates(&apiserver, &processes, concurrency, round, options.creates).await?;
+            show("apiserver,   ", concurrency, round + 1, &api);
+            println!("{:<34} {:>10}  {split}", "", "");
+            let raw_after = raw_run(round + 1).await?;
+            show("raw etcd txn,", concurrency, round + 2, &raw_after);
+            // Every run adds its keys to etcd, and each create costs etcd a little more
+            // the bigger its store: measured against the raw runs on either side, an
+            // apiserver run is not charged for that drift.
+            let ratio = 200.0 * api.rate / (raw_before.rate + raw_after.rate);
+            println!("{:<34} {:>9.0}%", "  apiserver / raw etcd either side", ratio);
             ratios.push(ratio);
-            let tag = format!("{concurrency} clients, round {}", round + 1);
-            for (target, run) in [("raw etcd txn,", &raw), ("apiserver,   ", &api)] {
-                println!("{:<34} {:>10.0}  {}", format!("{target} {tag}"), run.rate, run.latencies.summary());
-                println!("{:<34} {:>10}  {}", "", "", run.cpu.per_op(options.creates));
-            }
-            println!("{:<34} {:>9.0}%", "  apiserver / raw etcd", ratio);
+            raw_before = raw_after;
         }
         ratios.sort_by(f64::total_cmp);
         let middle = ratios.len() / 2;
@@ -228,7 +296,7 @@ where
             Ok::<_, anyhow::Error>(samples)
         }));
     }
-    let cpu_before = processes.sample();
+    let cpu_before = processes.sample().await;
     barrier.wait().await;
     let started = Instant::now();
     let mut samples = Vec::with_capacity(total);
@@ -236,7 +304,7 @@ where
         samples.extend(task.await??);
     }
     let elapsed = started.elapsed();
-    let cpu = processes.sample().since(&cpu_before);
+    let cpu = processes.sample().await.since(&cpu_before);
     Ok(Run { rate: rate(samples.len(), elapsed), latencies: Latencies::new(samples), cpu })
 }
 
@@ -287,10 +355,11 @@ async fn apiserver_creates(
     concurrency: usize,
     round: usize,
     total: usize,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<(Run, String)> {
     let client = Client::new(&apiserver.grpc_endpoint(), "default")?;
     let info = ConfigMap::INFO;
-    measure(processes, concurrency, total, move |i| {
+    let before = ServerTimes::scrape(apiserver).await?;
+    let run = measure(processes, concurrency, total, move |i| {
         let client = client.clone();
         let object: Bytes = payload(&format!("c{concurrency}-{round}-{i}")).encode_to_vec().into();
         async move {
@@ -298,7 +367,51 @@ async fn apiserver_creates(
             Ok(())
         }
     })
-    .await
+    .await?;
+    let split = ServerTimes::scrape(apiserver).await?.since(&before);
+    Ok((run, split))
+}
+
+/// Totals of the apiserver's own latency histograms: where a create's time goes.
+struct ServerTimes {
+    /// (sum of seconds, count) of create requests, as the apiserver timed them.
+    creates: (f64, f64),
+    /// (sum of seconds, count) of etcd transactions.
+    txns: (f64, f64),
+}
+
+impl ServerTimes {
+    async fn scrape(apiserver: &testkit::ApiServer) -> anyhow::Result<ServerTimes> {
+        let (status, text) = apiserver.http_get("/metrics").await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        let total = |metric: &str, label: &str| {
+            text.lines()
+                .filter(|line| line.starts_with(metric) && line.contains(label))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let create = "resource=\"configmaps\"";
+        let creates = (
+            total("apiserver_request_duration_seconds_sum", create),
+            total("apiserver_request_duration_seconds_count", create),
+        );
+        let txn = "operation=\"txn\"";
+        let txns = (
+            total("apiserver_etcd_request_duration_seconds_sum", txn),
+            total("apiserver_etcd_request_duration_seconds_count", txn),
+        );
+        Ok(ServerTimes { creates, txns })
+    }
+
+    /// Mean time per create inside the apiserver, and of that in etcd, since `before`.
+    fn since(&self, before: &ServerTimes) -> String {
+        let mean = |now: (f64, f64), then: (f64, f64)| 1e3 * (now.0 - then.0) / (now.1 - then.1).max(1.0);
+        format!(
+            "mean ms/create: in apiserver {:.2}, of which etcd txn {:.2}",
+            mean(self.creates, before.creates),
+            mean(self.txns, before.txns)
+        )
+    }
 }
 
 async fn watch_fan_out(apiserver: &testkit::ApiServer, watchers: usize, events: usize) -> anyhow::Result<()> {
