@@ -75,8 +75,8 @@ impl Settings {
         let file: FileSettings = ops::settings::read_file(flags.config.as_deref())?;
         let etcd_servers =
             flags.etcd_servers.or(file.etcd_servers).unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_string()]);
-        if etcd_servers.iter().any(|s| s.trim().is_empty()) {
-            bail!("--etcd-servers has an empty entry: give endpoints such as http://127.0.0.1:2379");
+        for endpoint in &etcd_servers {
+            check_etcd_endpoint(endpoint)?;
         }
         let ip_range = flags
             .service_cluster_ip_range
@@ -111,6 +111,34 @@ impl Settings {
     }
 }
 
+/// One --etcd-servers entry must be `http://host:port`, or `host:port` as etcdctl takes
+/// it. Checked here so that a mistyped endpoint fails at start, rather than looking like
+/// an etcd that is not up yet, which the apiserver waits for.
+fn check_etcd_endpoint(endpoint: &str) -> anyhow::Result<()> {
+    const EXAMPLE: &str = "give endpoints such as http://127.0.0.1:2379";
+    if endpoint.trim().is_empty() {
+        bail!("--etcd-servers has an empty entry: {EXAMPLE}");
+    }
+    match endpoint.split_once("://").map(|(scheme, _)| scheme) {
+        None | Some("http") => {}
+        Some("https") => bail!(
+            "--etcd-servers entry {endpoint:?} is https, but the apiserver speaks plain HTTP to etcd: \
+             give http:// endpoints, on loopback or a network only the control plane reaches"
+        ),
+        Some(scheme) => bail!("--etcd-servers entry {endpoint:?} has the scheme {scheme:?}: {EXAMPLE}"),
+    }
+    let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let uri: tonic::transport::Uri =
+        url.parse().map_err(|e| anyhow::anyhow!("--etcd-servers entry {endpoint:?} is not a URL ({e}): {EXAMPLE}"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        bail!("--etcd-servers entry {endpoint:?} has no host: {EXAMPLE}");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        bail!("--etcd-servers entry {endpoint:?} has a path; etcd endpoints have none: {EXAMPLE}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +168,23 @@ mod tests {
             format!("{:#}", Settings::load(Flags::parse_from(["apiserver", "--worker-threads=0"])).unwrap_err());
         assert!(error.contains("--worker-threads is 0"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn etcd_endpoints_are_checked_at_start() {
+        let load = |endpoints: &str| Settings::load(Flags::parse_from(["apiserver", "--etcd-servers", endpoints]));
+        let settings = load("http://10.0.0.1:2379,10.0.0.2:2379,http://etcd-0.local:2379/").unwrap();
+        assert_eq!(settings.etcd_servers, ["http://10.0.0.1:2379", "10.0.0.2:2379", "http://etcd-0.local:2379/"]);
+        for (endpoints, expected) in [
+            ("http://[bad", "entry \"http://[bad\" is not a URL"),
+            ("https://10.0.0.1:2379", "is https, but the apiserver speaks plain HTTP"),
+            ("unix:///run/etcd.sock", "has the scheme \"unix\""),
+            ("http://10.0.0.1:2379/v3", "has a path"),
+            ("http://10.0.0.1:2379,", "has an empty entry"),
+        ] {
+            let error = format!("{:#}", load(endpoints).unwrap_err());
+            assert!(error.contains(expected), "{endpoints}: {error}");
+            assert!(error.contains("http://127.0.0.1:2379") || error.contains("give http://"), "{error}");
+        }
     }
 }

@@ -23,8 +23,8 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::registry::Context;
 use crate::registry::kinds::{Allocators, Registries, namespace_cache};
-use crate::storage::Etcd;
 use crate::storage::keys::Keys;
+use crate::storage::{Etcd, StorageError};
 
 /// Largest request or response message: big lists travel in one message.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -113,7 +113,9 @@ async fn connect(settings: &Settings, metrics: Metrics) -> anyhow::Result<Etcd> 
                 }
                 Err(e) => tracing::warn!(error = %e, endpoints, "etcd is not answering yet"),
             },
-            Err(e) if attempt >= 20 => {
+            // Only an endpoint the client cannot use fails here (etcd being down shows
+            // in the read above): waiting will not mend it.
+            Err(e) if attempt >= 20 || !matches!(e, StorageError::Unavailable(_)) => {
                 return Err(e).with_context(|| format!("connecting to etcd at {endpoints}"));
             }
             Err(e) => tracing::warn!(error = %e, endpoints, "cannot connect to etcd yet"),
