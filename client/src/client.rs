@@ -103,11 +103,28 @@ impl PatchType {
     }
 }
 
+/// The URL to connect to for a server address: `http://host:port`, or `host:port` as
+/// kubectl takes it. Any other scheme is refused here, where it can be named, rather than
+/// failing later as an apiserver that cannot be reached.
+fn server_url(server: &str) -> Result<String, ApiError> {
+    let example = "give an address such as http://127.0.0.1:6443";
+    match server.split_once("://") {
+        None => Ok(format!("http://{server}")),
+        Some(("http", _)) => Ok(server.to_string()),
+        Some(("https", _)) => Err(ApiError::bad_request(format!(
+            "server address \"{server}\": TLS servers (https://) are not supported by this build; use an http:// server address"
+        ))),
+        Some((scheme, _)) => {
+            Err(ApiError::bad_request(format!("server address \"{server}\" has the scheme \"{scheme}\": {example}")))
+        }
+    }
+}
+
 impl Client {
     /// A client for `server` ("http://127.0.0.1:6443"). Connects on first use, so a
     /// component may start before the apiserver does.
     pub fn new(server: &str, namespace: &str) -> Result<Client, ApiError> {
-        let endpoint = Endpoint::from_shared(server.to_string())
+        let endpoint = Endpoint::from_shared(server_url(server)?)
             .map_err(|e| ApiError::bad_request(format!("invalid server address \"{server}\": {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -128,13 +145,8 @@ impl Client {
 
     /// A client for a kubeconfig context.
     pub fn from_kubeconfig(resolved: &Resolved) -> Result<Client, ApiError> {
-        if resolved.cluster.server.starts_with("https://") {
-            return Err(ApiError::bad_request(format!(
-                "context \"{}\": TLS servers (https://) are not supported by this build; use an http:// server address",
-                resolved.context
-            )));
-        }
         Client::new(&resolved.cluster.server, &resolved.namespace)
+            .map_err(|e| ApiError::bad_request(format!("context \"{}\": {}", resolved.context, e.message())))
     }
 
     /// A daemon's client: `--master` when given, else the current context of the
@@ -358,4 +370,26 @@ pub fn resource_version_of(object: &[u8]) -> String {
 /// The next event of a watch, for callers that do not depend on `futures` themselves.
 pub async fn next_event(stream: &mut RawEventStream) -> Option<Result<RawEvent, ApiError>> {
     stream.next().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_are_http_urls_or_bare_host_ports() {
+        assert_eq!(server_url("http://10.0.0.1:6443").unwrap(), "http://10.0.0.1:6443");
+        assert_eq!(server_url("localhost:6443").unwrap(), "http://localhost:6443");
+        for (server, expected) in [
+            ("https://10.0.0.1:6443", "TLS servers (https://) are not supported"),
+            ("ftp://10.0.0.1:6443", "has the scheme \"ftp\": give an address such as http://127.0.0.1:6443"),
+        ] {
+            let error = server_url(server).unwrap_err();
+            assert_eq!(error.reason(), Reason::BadRequest);
+            assert!(error.message().contains(expected), "{server}: {}", error.message());
+            assert!(Client::new(server, "default").is_err(), "{server}");
+        }
+        let Err(error) = Client::new("http://[bad", "default") else { panic!("a malformed address was taken") };
+        assert!(error.message().contains("invalid server address \"http://[bad\""), "{}", error.message());
+    }
 }

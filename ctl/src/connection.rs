@@ -58,14 +58,12 @@ pub fn connect(global: &Global) -> Result<Connection> {
         None => {
             let (_, config) = load_kubeconfig(global)?;
             let resolved = config.resolve(global.context.as_deref())?;
-            if resolved.cluster.server.starts_with("https://") {
-                anyhow::bail!("context \"{}\": https servers are not supported by this build", resolved.context);
-            }
             (resolved.cluster.server, resolved.namespace)
         }
     };
     let namespace = global.namespace.clone().unwrap_or(context_namespace);
-    let client = Client::new(&server, &namespace).with_context(|| format!("server address {server:?}"))?;
+    // The client's errors name the address.
+    let client = Client::new(&server, &namespace)?;
     Ok(Connection {
         client,
         namespace,
