@@ -160,10 +160,13 @@ $ctl get nodes -o wide
 $ctl get deployments,services,endpoints -n zhidan
 $ctl get pods -n zhidan -o wide
 if [ -n "$node_ip" ]; then
-  # kube-proxy programs a Service's rules a moment after its endpoints turn ready.
-  for _ in $(seq 1 50); do
-    curl -fsS --max-time 2 -o /dev/null "http://$node_ip:30810/" 2>/dev/null && break
-    sleep 0.2
+  # kube-proxy programs a Service's rules a moment after its endpoints turn ready, and
+  # the two Services' endpoints turn ready one after the other.
+  for url in "http://$node_ip:30810/" "http://192.168.192.73:3000/"; do
+    for _ in $(seq 1 50); do
+      curl -fsS --max-time 2 -o /dev/null "$url" 2>/dev/null && break
+      sleep 0.2
+    done
   done
   echo
   echo "The web front answers on the NodePort (http://$node_ip:30810/):"
