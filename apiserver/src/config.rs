@@ -119,15 +119,15 @@ fn check_etcd_endpoint(endpoint: &str) -> anyhow::Result<()> {
     if endpoint.trim().is_empty() {
         bail!("--etcd-servers has an empty entry: {EXAMPLE}");
     }
-    match endpoint.split_once("://").map(|(scheme, _)| scheme) {
-        None | Some("http") => {}
+    let url = match endpoint.split_once("://").map(|(scheme, _)| scheme) {
+        None => format!("http://{endpoint}"),
+        Some("http") => endpoint.to_string(),
         Some("https") => bail!(
             "--etcd-servers entry {endpoint:?} is https, but the apiserver speaks plain HTTP to etcd: \
              give http:// endpoints, on loopback or a network only the control plane reaches"
         ),
         Some(scheme) => bail!("--etcd-servers entry {endpoint:?} has the scheme {scheme:?}: {EXAMPLE}"),
-    }
-    let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    };
     let uri: tonic::transport::Uri =
         url.parse().map_err(|e| anyhow::anyhow!("--etcd-servers entry {endpoint:?} is not a URL ({e}): {EXAMPLE}"))?;
     if uri.host().is_none_or(str::is_empty) {

@@ -22,6 +22,7 @@ use proto::core::v1::ConfigMap;
 use proto::meta::v1::ObjectMeta;
 use tokio::sync::Barrier;
 
+use crate::metrics;
 use crate::stats::{Latencies, rate};
 
 /// The CPU time a process has used so far (all threads, user and system), read from
@@ -53,11 +54,8 @@ fn context_switches(pid: u32) -> Option<u64> {
 
 /// etcd's WAL fsyncs so far, from its /metrics: each ends one raft batch of writes.
 async fn etcd_fsyncs(address: &str) -> Option<u64> {
-    let (_, metrics) = testkit::http_get(address, "/metrics").await.ok()?;
-    metrics
-        .lines()
-        .find(|line| line.starts_with("etcd_disk_wal_fsync_duration_seconds_count"))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    let (_, text) = testkit::http_get(address, "/metrics").await.ok()?;
+    metrics::total(&text, "etcd_disk_wal_fsync_duration_seconds_count", &[]).map(|n| n as u64)
 }
 
 /// The pid of this process's child named `name` (testkit's etcd does not expose it).
@@ -384,21 +382,16 @@ impl ServerTimes {
     async fn scrape(apiserver: &testkit::ApiServer) -> anyhow::Result<ServerTimes> {
         let (status, text) = apiserver.http_get("/metrics").await?;
         anyhow::ensure!(status == 200, "/metrics answered {status}");
-        let total = |metric: &str, label: &str| {
-            text.lines()
-                .filter(|line| line.starts_with(metric) && line.contains(label))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
-        };
-        let create = "resource=\"configmaps\"";
+        let total = |metric: &str, labels: &[&str]| metrics::total(&text, metric, labels).unwrap_or_default();
+        let create = ["verb=\"create\"", "resource=\"configmaps\""];
         let creates = (
-            total("apiserver_request_duration_seconds_sum", create),
-            total("apiserver_request_duration_seconds_count", create),
+            total("apiserver_request_duration_seconds_sum", &create),
+            total("apiserver_request_duration_seconds_count", &create),
         );
-        let txn = "operation=\"txn\"";
+        let txn = ["operation=\"txn\""];
         let txns = (
-            total("apiserver_etcd_request_duration_seconds_sum", txn),
-            total("apiserver_etcd_request_duration_seconds_count", txn),
+            total("apiserver_etcd_request_duration_seconds_sum", &txn),
+            total("apiserver_etcd_request_duration_seconds_count", &txn),
         );
         Ok(ServerTimes { creates, txns })
     }

@@ -5,6 +5,7 @@
 mod apiserver;
 mod controller_manager;
 mod kube_proxy;
+mod metrics;
 mod pod_startup;
 mod scheduler;
 mod stats;

@@ -73,21 +73,6 @@ fn pod(i: usize) -> Pod {
     }
 }
 
-/// The upper bound of the bucket holding percentile `p` of a histogram in /metrics.
-fn histogram_percentile(metrics: &str, name: &str, p: f64) -> Option<f64> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let (le, count) = rest.split_once("\"} ")?;
-            Some((le.parse().unwrap_or(f64::INFINITY), count.trim().parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last()?.1;
-    buckets.iter().find(|(_, c)| *c >= total * p / 100.0).map(|(le, _)| *le)
-}
-
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let etcd = testkit::Etcd::start().await?;
     let apiserver = testkit::ApiServer::start(&etcd.endpoints()).await?;
@@ -150,7 +135,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let rss = peak_rss(pid).unwrap_or(0);
     let (_, metrics) = testkit::http_get(&http, "/metrics").await?;
     let name = "scheduler_pod_scheduling_duration_seconds";
-    let p = |x| histogram_percentile(&metrics, name, x).map_or(f64::NAN, |s| s * 1000.0);
+    let p = |x| crate::metrics::histogram_percentile(&metrics, name, x).map_or(f64::NAN, |s| s * 1000.0);
     println!(
         "  {} pods bound in {:.2} s from the scheduler's start: {:.0} pods/s (first binding after {:.2} s; {:.0} pods/s after it)",
         options.pods,
